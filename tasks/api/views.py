@@ -1,0 +1,121 @@
+"""Task API: thin views that validate input, call one service or selector, serialize."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.pagination import keyset_page
+from security.permissions import IsOperatorOrReadOnly
+from tasks import selectors, services
+from tasks.api.serializers import (
+    ORDERINGS,
+    CancelSerializer,
+    EventsQuerySerializer,
+    TaskActionSerializer,
+    TaskDetailSerializer,
+    TaskEventSerializer,
+    TaskListQuerySerializer,
+    TaskSerializer,
+)
+from tasks.models import Priority
+from tasks.spec import WorkingSpecSerializer
+
+
+def _query(serializer_class: type, request: Request) -> dict:
+    data = {k: (v if len(v := request.query_params.getlist(k)) > 1 else v[0]) for k in request.query_params}
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _detail(task) -> Response:
+    latest = selectors.task_latest_events(task=task)
+    return Response(TaskDetailSerializer(task, context={"latest_events": latest}).data)
+
+
+class TaskListView(APIView):
+    permission_classes = [IsOperatorOrReadOnly]
+
+    @extend_schema(
+        parameters=[TaskListQuerySerializer],
+        responses=TaskSerializer(many=True),
+        summary="List tasks (filters, keyset cursor pagination)",
+    )
+    def get(self, request: Request) -> Response:
+        params = _query(TaskListQuerySerializer, request)
+        qs = selectors.task_list(
+            states=params.get("state"),
+            priorities=[Priority.from_name(p) for p in params.get("priority", [])],
+            worker=params.get("worker"),
+            created_after=params.get("created_after"),
+            created_before=params.get("created_before"),
+            q=params.get("q"),
+        )
+        page = keyset_page(
+            qs, ordering=ORDERINGS[params["ordering"]], cursor=params.get("cursor"), page_size=params["page_size"]
+        )
+        next_url = None
+        if page.next_cursor:
+            query = request.query_params.copy()
+            query["cursor"] = page.next_cursor
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        return Response({"results": TaskSerializer(page.items, many=True).data, "next": next_url})
+
+    @extend_schema(request=WorkingSpecSerializer, responses={201: TaskDetailSerializer}, summary="Create a task")
+    def post(self, request: Request) -> Response:
+        task = services.task_create(spec=request.data, user=request.user)
+        response = _detail(selectors.task_get(task_id=task.pk))
+        response.status_code = status.HTTP_201_CREATED
+        return response
+
+
+class TaskDetailView(APIView):
+    @extend_schema(responses=TaskDetailSerializer, summary="A task with its latest events")
+    def get(self, request: Request, task_id: str) -> Response:
+        return _detail(selectors.task_get(task_id=task_id))
+
+
+class TaskEventsView(APIView):
+    @extend_schema(
+        parameters=[EventsQuerySerializer],
+        responses=TaskEventSerializer(many=True),
+        summary="A task's timeline, after a sequence number",
+    )
+    def get(self, request: Request, task_id: str) -> Response:
+        params = _query(EventsQuerySerializer, request)
+        task = selectors.task_get(task_id=task_id)
+        events = selectors.task_events(task=task, after=params["after"], limit=params["limit"])
+        data = TaskEventSerializer(events, many=True).data
+        return Response({"results": data, "last_seq": events[-1].seq if events else params["after"]})
+
+
+class TaskActionView(APIView):
+    permission_classes = [IsOperatorOrReadOnly]
+
+    @extend_schema(
+        request=TaskActionSerializer,
+        responses={200: TaskDetailSerializer},
+        parameters=[OpenApiParameter("task_id", str, OpenApiParameter.PATH)],
+        summary="Pause, resume, cancel or retry a task (409 when illegal from its state)",
+    )
+    def post(self, request: Request, task_id: str) -> Response:
+        body = TaskActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        service = services.ACTION_SERVICES[body.validated_data["action"]]
+        task = service(task_id=task_id, user=request.user, reason=body.validated_data["reason"])
+        return _detail(selectors.task_get(task_id=task.pk))
+
+
+class TaskCancelView(APIView):
+    permission_classes = [IsOperatorOrReadOnly]
+
+    @extend_schema(request=CancelSerializer, responses={200: TaskDetailSerializer}, summary="Cancel a task")
+    def post(self, request: Request, task_id: str) -> Response:
+        body = CancelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        task = services.task_cancel(task_id=task_id, user=request.user, reason=body.validated_data["reason"])
+        return _detail(selectors.task_get(task_id=task.pk))
