@@ -1,0 +1,84 @@
+"""Shared fixtures: one persona per role, API clients logged in as each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tasks import services
+from tasks.models import Task
+
+
+def _user(username: str, role: str | None) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username)
+    if role:
+        # get_or_create: a transactional test flushes the groups the migration made.
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+@pytest.fixture
+def viewer(db) -> User:
+    return _user("vera", "viewer")
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return _user("otto", "operator")
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return _user("ada", "admin")
+
+
+@pytest.fixture
+def nobody(db) -> User:
+    """Authenticated, but holds no role."""
+    return _user("nora", None)
+
+
+@pytest.fixture
+def anon_client() -> APIClient:
+    return APIClient()
+
+
+def _token_client(user: User) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def viewer_client(viewer) -> APIClient:
+    return _token_client(viewer)
+
+
+@pytest.fixture
+def operator_client(operator) -> APIClient:
+    return _token_client(operator)
+
+
+@pytest.fixture
+def admin_client_api(admin_user) -> APIClient:
+    return _token_client(admin_user)
+
+
+@pytest.fixture
+def nobody_client(nobody) -> APIClient:
+    return _token_client(nobody)
+
+
+@pytest.fixture
+def make_task(db, operator) -> Callable[..., Task]:
+    def make(**spec: Any) -> Task:
+        spec.setdefault("title", "Write the release notes")
+        return services.task_create(spec=spec, user=operator)
+
+    return make
