@@ -48,6 +48,8 @@ if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
     ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Fernet key for secrets stored in the database; derived from SECRET_KEY when unset.
+FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
 
 INSTALLED_APPS = [
     "daphne",
@@ -177,6 +179,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Control plane for autonomous agent work.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs are for people with a role, like the rest of the API.
+    "SERVE_PERMISSIONS": ["security.permissions.IsViewer"],
     # Swagger UI and Redoc from drf-spectacular-sidecar: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -205,4 +209,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
+# Django 6 makes https the default scheme of forms.URLField; opt in now.
+FORMS_URLFIELD_ASSUME_HTTPS = True
+
 APP_VERSION = "0.1.0"
+
+# --- Dispatch -------------------------------------------------------------------
+# A running attempt's lease; its dispatcher renews it every third of this.
+AGENCY_LEASE_S = env.float("AGENCY_LEASE_S", default=15.0)
+# How often a dispatcher polls when no signal arrives, and reaps expired leases.
+AGENCY_POLL_S = env.float("AGENCY_POLL_S", default=1.0)
+AGENCY_REAP_S = env.float("AGENCY_REAP_S", default=2.0)
+# Task-level retry backoff (exponential, full jitter) between attempts.
+AGENCY_RETRY_BASE_S = env.float("AGENCY_RETRY_BASE_S", default=2.0)
+AGENCY_RETRY_MAX_S = env.float("AGENCY_RETRY_MAX_S", default=300.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.db import connection
 
 STARTED_AT = time.monotonic()
+LAYER_TIMEOUT_S = 1.0
 
 HEALTHY = "healthy"
 DEGRADED = "degraded"
@@ -50,7 +52,8 @@ async def _layer_roundtrip(layer) -> None:
     channel = await layer.new_channel("health.")
     token = uuid.uuid4().hex
     await layer.send(channel, {"type": "health.ping", "token": token})
-    message = await layer.receive(channel)
+    # A stalled layer must make health answer "unhealthy", not hang the request.
+    message = await asyncio.wait_for(layer.receive(channel), timeout=LAYER_TIMEOUT_S)
     if message.get("token") != token:
         raise RuntimeError("channel layer returned a different message")
 

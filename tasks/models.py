@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from security import crypto
 from tasks.states import TERMINAL_STATES, TaskState
 
 
@@ -29,6 +30,8 @@ class Worker(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     base_url = models.URLField(max_length=500)
     capabilities = models.JSONField(default=list, blank=True)
+    # The bearer token, encrypted at rest (security.crypto); use .token.
+    token_ciphertext = models.TextField(blank=True, default="", editable=False)
     max_concurrency = models.PositiveSmallIntegerField(default=4)
     enabled = models.BooleanField(default=True)
     request_timeout_s = models.FloatField(default=30.0)
@@ -50,6 +53,18 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def token(self) -> str:
+        return crypto.decrypt(self.token_ciphertext)
+
+    @token.setter
+    def token(self, value: str) -> None:
+        self.token_ciphertext = crypto.encrypt(value)
+
+    def covers(self, required: list[str]) -> bool:
+        """Whether this worker has every capability in ``required``."""
+        return set(required) <= set(self.capabilities or [])
 
 
 class Task(models.Model):
@@ -92,6 +107,16 @@ class Task(models.Model):
             models.Index(fields=["state", "created_at", "id"], name="task_state_created_idx"),
             models.Index(fields=["priority", "created_at", "id"], name="task_priority_created_idx"),
             models.Index(fields=["worker", "created_at", "id"], name="task_worker_created_idx"),
+            # The dispatcher's claim order among queued tasks.
+            models.Index(
+                fields=["-priority", "created_at"], name="task_claim_idx", condition=Q(state=TaskState.QUEUED)
+            ),
+            # The reaper's scan for expired leases.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="task_lease_idx",
+                condition=Q(state__in=[TaskState.RUNNING, TaskState.CANCELING]),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(state__in=TaskState.values), name="task_state_valid"),

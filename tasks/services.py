@@ -16,19 +16,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import actor_for_user, audit_record
+from tasks import bus
 from tasks.exceptions import IllegalTransition, TaskNotFound
 from tasks.models import Priority, Task, TaskEvent
 from tasks.spec import validate_spec
 from tasks.states import TaskAction, TaskState, target_state
 
 
-def _append_event(task: Task, type: str, data: dict[str, Any]) -> TaskEvent:
+def append_event(task: Task, type: str, data: dict[str, Any]) -> TaskEvent:
     """Add the next timeline entry; ``task`` must be locked by the caller."""
     task.event_seq += 1
     return TaskEvent.objects.create(task=task, seq=task.event_seq, type=type, data=data)
 
 
-def _lock(task_id: uuid.UUID | str) -> Task:
+def lock_task(task_id: uuid.UUID | str) -> Task:
     try:
         return Task.objects.select_for_update().get(pk=task_id)
     except (Task.DoesNotExist, ValueError, TypeError) as exc:
@@ -49,7 +50,7 @@ def task_create(*, spec: Any, user: Any = None) -> Task:
             created_by=user if user is not None and user.is_authenticated else None,
         )
         task.save(force_insert=True)
-        _append_event(task, "created", {"state": task.state, "actor": actor})
+        append_event(task, "created", {"state": task.state, "actor": actor})
         task.save(update_fields=["event_seq"])
         audit_record(
             actor=actor,
@@ -58,6 +59,7 @@ def task_create(*, spec: Any, user: Any = None) -> Task:
             resource_id=task.pk,
             data={"title": task.title, "priority": clean["priority"], "risk_tier": task.risk_tier},
         )
+        bus.publish({"kind": "work"})
     return task
 
 
@@ -65,7 +67,7 @@ def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, user: 
     actor = actor_for_user(user)
     now = timezone.now()
     with transaction.atomic():
-        task = _lock(task_id)
+        task = lock_task(task_id)
         previous = task.state
         new_state = target_state(action, previous)
         if new_state is None:
@@ -81,6 +83,14 @@ def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, user: 
             if new_state == TaskState.CANCELED:
                 task.finished_at = now
                 fields.append("finished_at")
+        elif action == TaskAction.PAUSE and previous == TaskState.RUNNING:
+            # The dispatcher stops the attempt at the worker. A pause is not a
+            # failure, so the attempt it interrupts does not use up the budget;
+            # the attempt number itself never goes back (it fences results).
+            task.max_attempts += 1
+            task.lease_owner = ""
+            task.lease_expires_at = None
+            fields += ["max_attempts", "lease_owner", "lease_expires_at"]
         elif action == TaskAction.RETRY:
             # A fresh attempt budget: the spec's max_attempts more attempts.
             task.max_attempts = task.attempt + task.spec.get("max_attempts", 3)
@@ -102,7 +112,7 @@ def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, user: 
         data = {"from": previous, "to": new_state, "actor": actor}
         if reason:
             data["reason"] = reason
-        _append_event(task, action_event_type(action, new_state), data)
+        append_event(task, action_event_type(action, new_state), data)
         task.save(update_fields=fields)
         audit_record(
             actor=actor,
@@ -112,6 +122,11 @@ def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, user: 
             data={"from": previous, "to": new_state},
             reason=reason,
         )
+        if new_state == TaskState.QUEUED:
+            bus.publish({"kind": "work"})
+        elif previous == TaskState.RUNNING:
+            # The dispatcher holding the attempt stops it at the worker.
+            bus.publish({"kind": "control", "task_id": str(task.pk), "action": str(action)})
     return task
 
 

@@ -31,7 +31,33 @@ class StrictSerializer(serializers.Serializer):
         return value
 
 
-class ScopePath(serializers.CharField):
+class StrictStringMixin:
+    """DRF turns ``123`` into ``"123"``; a spec field of the wrong JSON type is an error instead."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"Must be a string, not {type(data).__name__}.")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """DRF accepts ``"2"`` and ``2.0`` for integers; the spec takes JSON integers only."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            raise serializers.ValidationError(f"Must be an integer, not {type(data).__name__}.")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(StrictStringMixin, serializers.CharField):
+    pass
+
+
+class StrictRegexField(StrictStringMixin, serializers.RegexField):
+    pass
+
+
+class ScopePath(StrictCharField):
     """A repository-relative path: no absolute paths, no ``..``."""
 
     def to_internal_value(self, data: Any) -> str:
@@ -52,32 +78,32 @@ class ScopeSerializer(StrictSerializer):
 
 
 class ChangeBudgetSerializer(StrictSerializer):
-    max_files = serializers.IntegerField(min_value=1, max_value=100_000)
-    max_lines = serializers.IntegerField(min_value=1, max_value=10_000_000)
+    max_files = StrictIntegerField(min_value=1, max_value=100_000)
+    max_lines = StrictIntegerField(min_value=1, max_value=10_000_000)
 
 
 class AcceptanceCriterionSerializer(StrictSerializer):
-    id = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
-    given = serializers.CharField(max_length=2000)
-    when = serializers.CharField(max_length=2000)
-    then = serializers.CharField(max_length=2000)
+    id = StrictRegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
+    given = StrictCharField(max_length=2000)
+    when = StrictCharField(max_length=2000)
+    then = StrictCharField(max_length=2000)
 
 
 class WorkingSpecSerializer(StrictSerializer):
-    title = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=20_000, required=False, allow_blank=True, default="")
-    risk_tier = serializers.IntegerField(min_value=1, max_value=3, default=2)
+    title = StrictCharField(max_length=200)
+    description = StrictCharField(max_length=20_000, required=False, allow_blank=True, default="")
+    risk_tier = StrictIntegerField(min_value=1, max_value=3, default=2)
     mode = serializers.ChoiceField(choices=["feature", "fix", "refactor", "chore"], default="feature")
     scope = ScopeSerializer(required=False)
     change_budget = ChangeBudgetSerializer(required=False)
     acceptance = AcceptanceCriterionSerializer(many=True, required=False, default=list, max_length=200)
     priority = serializers.ChoiceField(choices=[p.label for p in Priority], default=Priority.MEDIUM.label)
     capabilities = serializers.ListField(
-        child=serializers.RegexField(r"^[a-z0-9][a-z0-9_.:-]{0,99}$"), default=list, max_length=50
+        child=StrictRegexField(r"^[a-z0-9][a-z0-9_.:-]{0,99}$"), default=list, max_length=50
     )
     input = serializers.JSONField(required=False, default=dict)
-    timeout_s = serializers.IntegerField(min_value=1, max_value=86_400, default=600)
-    max_attempts = serializers.IntegerField(min_value=1, max_value=20, default=3)
+    timeout_s = StrictIntegerField(min_value=1, max_value=86_400, default=600)
+    max_attempts = StrictIntegerField(min_value=1, max_value=20, default=3)
 
     def validate_acceptance(self, value: list[dict[str, str]]) -> list[dict[str, str]]:
         ids = [c["id"] for c in value]

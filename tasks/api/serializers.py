@@ -112,3 +112,17 @@ class TaskDetailSerializer(TaskSerializer):
 
     def get_events(self, task: Task) -> list[dict[str, Any]]:
         return TaskEventSerializer(self.context.get("latest_events", []), many=True).data
+
+
+class TaskPageSerializer(serializers.Serializer):
+    """The list response: one page and the URL of the next (null on the last)."""
+
+    results = TaskSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+
+
+class TaskEventPageSerializer(serializers.Serializer):
+    """The timeline response; pass ``last_seq`` as ``after`` to read on."""
+
+    results = TaskEventSerializer(many=True)
+    last_seq = serializers.IntegerField()

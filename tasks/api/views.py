@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,8 +17,10 @@ from tasks.api.serializers import (
     EventsQuerySerializer,
     TaskActionSerializer,
     TaskDetailSerializer,
+    TaskEventPageSerializer,
     TaskEventSerializer,
     TaskListQuerySerializer,
+    TaskPageSerializer,
     TaskSerializer,
 )
 from tasks.models import Priority
@@ -42,7 +44,7 @@ class TaskListView(APIView):
 
     @extend_schema(
         parameters=[TaskListQuerySerializer],
-        responses=TaskSerializer(many=True),
+        responses=TaskPageSerializer,
         summary="List tasks (filters, keyset cursor pagination)",
     )
     def get(self, request: Request) -> Response:
@@ -82,7 +84,7 @@ class TaskDetailView(APIView):
 class TaskEventsView(APIView):
     @extend_schema(
         parameters=[EventsQuerySerializer],
-        responses=TaskEventSerializer(many=True),
+        responses=TaskEventPageSerializer,
         summary="A task's timeline, after a sequence number",
     )
     def get(self, request: Request, task_id: str) -> Response:
@@ -99,7 +101,6 @@ class TaskActionView(APIView):
     @extend_schema(
         request=TaskActionSerializer,
         responses={200: TaskDetailSerializer},
-        parameters=[OpenApiParameter("task_id", str, OpenApiParameter.PATH)],
         summary="Pause, resume, cancel or retry a task (409 when illegal from its state)",
     )
     def post(self, request: Request, task_id: str) -> Response:
