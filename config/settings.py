@@ -209,9 +209,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
-# Django 6 makes https the default scheme of forms.URLField; opt in now.
-FORMS_URLFIELD_ASSUME_HTTPS = True
-
 APP_VERSION = "0.1.0"
 
 # --- Dispatch -------------------------------------------------------------------
