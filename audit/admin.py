@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from audit.models import AuditRecord
+from security import roles
 
 
 @admin.register(AuditRecord)
@@ -22,5 +23,8 @@ class AuditRecordAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_module_permission(self, request) -> bool:
+        return roles.can_view(request.user)
+
     def has_view_permission(self, request, obj=None) -> bool:
-        return request.user.is_active and request.user.is_staff
+        return roles.can_view(request.user)

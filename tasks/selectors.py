@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from tasks.exceptions import TaskNotFound
@@ -39,7 +40,7 @@ def task_list(
 def task_get(*, task_id: uuid.UUID | str) -> Task:
     try:
         return Task.objects.select_related("worker", "created_by", "cancel_requested_by").get(pk=task_id)
-    except (Task.DoesNotExist, ValueError) as exc:
+    except (Task.DoesNotExist, ValueError, ValidationError) as exc:
         raise TaskNotFound(task_id) from exc
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,7 +33,7 @@ def append_event(task: Task, type: str, data: dict[str, Any]) -> TaskEvent:
 def lock_task(task_id: uuid.UUID | str) -> Task:
     try:
         return Task.objects.select_for_update().get(pk=task_id)
-    except (Task.DoesNotExist, ValueError, TypeError) as exc:
+    except (Task.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
         raise TaskNotFound(task_id) from exc
 
 
