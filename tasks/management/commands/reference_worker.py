@@ -1,0 +1,31 @@
+"""``manage.py reference_worker``: run the protocol v1 reference worker in the foreground.
+
+A thin wrapper over :mod:`tasks.reference_worker.cli` with the same flags; it adds
+nothing but Django's command conventions. Tests and benchmarks spawn
+``python -m tasks.reference_worker`` instead, which skips Django's start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from tasks.reference_worker.cli import add_arguments, config_from_options, serve
+
+
+class Command(BaseCommand):
+    help = "Run the reference worker (worker protocol v1) until SIGTERM or Ctrl-C."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            config = config_from_options(options)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            serve(config, out=self.stdout, err=self.stderr)
+        except OSError as exc:
+            raise CommandError(f"Cannot listen on {config.host}:{config.port}: {exc}") from exc
