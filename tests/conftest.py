@@ -14,6 +14,16 @@ from tasks import services
 from tasks.models import Task
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        skip = pytest.mark.skip(reason="needs PostgreSQL (DATABASE_URL)")
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:
     """PBKDF2 costs ~0.3 s a user; tests do not need its strength."""

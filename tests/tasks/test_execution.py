@@ -166,7 +166,7 @@ def test_the_reaper_cancels_an_orphaned_canceling_task_and_fails_one_out_of_atte
     claim(worker)
     services.task_cancel(task_id=canceling.pk, user=operator)
     Task.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    reaped = dict((tid, state) for tid, _, state in execution.reap_expired_leases(reaper_id="r"))
+    reaped = {tid: state for tid, _, state in execution.reap_expired_leases(reaper_id="r")}
     assert reaped == {str(canceling.pk): "canceled", str(last.pk): "failed"}
     assert audit_actions(last)[-1] == "task.reclaim"
 
