@@ -124,7 +124,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "agency.sqlite3",
+            "NAME": Path(env.str("SQLITE_PATH", default=str(DATA_DIR / "agency.sqlite3"))),
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 10,

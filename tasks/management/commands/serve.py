@@ -1,40 +1,102 @@
-"""Run the embedded all-in-one process: the ASGI server (daphne) in this process.
+"""Run the embedded all-in-one process: ASGI server, dispatcher and a local reference worker.
 
 daphne's ``Server`` runs in the main thread so that its signal handlers work
-(Ctrl-C and SIGTERM stop it cleanly). In the scaled mode the same ASGI app is
-served by plain ``daphne config.asgi:application`` processes instead.
+(Ctrl-C and SIGTERM stop it cleanly); the dispatcher and the reference worker
+start in threads once daphne is listening, and stop after it returns. In the
+scaled mode the same pieces run as separate processes (see the Procfile).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import threading
 from typing import Any
 
 from daphne.server import Server
 from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from audit.services import audit_record
+from tasks.dispatcher import Dispatcher
+from tasks.models import Worker
+from tasks.reference_worker.server import ReferenceWorkerServer
+from tasks.reference_worker.server import WorkerConfig as ReferenceConfig
 
 logger = logging.getLogger("agency.serve")
 
+LOCAL_WORKER = "local-reference"
+
+
+def register_local_worker(url: str, token: str, capacity: int) -> None:
+    """Point the ``local-reference`` worker row at this process's reference worker."""
+    with transaction.atomic():
+        worker = Worker.objects.select_for_update().filter(name=LOCAL_WORKER).first() or Worker(name=LOCAL_WORKER)
+        created = worker.pk is None
+        worker.base_url = url
+        worker.token = token
+        worker.capabilities = worker.capabilities or ["reference"]
+        worker.max_concurrency = capacity
+        worker.enabled = True
+        worker.save()
+        audit_record(
+            actor="system",
+            action="worker.register" if created else "worker.update",
+            resource_type="worker",
+            resource_id=worker.name,
+            data={"url": url, "embedded": True},
+        )
+
 
 class Command(BaseCommand):
-    help = "Serve the control plane (HTTP, SSE, WebSocket) in one process."
+    help = "Serve the control plane with its dispatcher and a local reference worker, in one process."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--concurrency", type=int, default=16, help="Dispatcher attempts in flight.")
+        parser.add_argument("--no-dispatcher", action="store_true", help="Serve HTTP only.")
+        parser.add_argument("--no-worker", action="store_true", help="Do not start the local reference worker.")
 
-    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, concurrency: int, no_dispatcher: bool, no_worker: bool, **options: Any
+    ) -> None:
         from config.asgi import application
 
-        endpoint = f"tcp:port={port}:interface={host}"
+        worker: ReferenceWorkerServer | None = None
+        dispatcher: Dispatcher | None = None
+
+        def start_background() -> None:
+            nonlocal worker, dispatcher
+            if not no_worker:
+                token = secrets.token_urlsafe(24)
+                worker = ReferenceWorkerServer(
+                    ReferenceConfig(host="127.0.0.1", port=0, token=token, capacity=concurrency)
+                )
+                worker.start()
+                register_local_worker(worker.url, token, concurrency)
+                logger.info("local reference worker at %s", worker.url)
+            if not no_dispatcher:
+                dispatcher = Dispatcher(concurrency=concurrency)
+                dispatcher.start()
+            logger.info("listening on http://%s:%s/", host, port)
+
+        def ready() -> None:
+            # Called on daphne's event loop, where Django refuses blocking ORM calls.
+            threading.Thread(target=start_background, name="agency-serve-start", daemon=True).start()
+
         self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl-C to stop)")
         Server(
             application=application,
-            endpoints=[endpoint],
+            endpoints=[f"tcp:port={port}:interface={host}"],
             signal_handlers=True,
             action_logger=self._log_action,
-            ready_callable=lambda: logger.info("listening on http://%s:%s/", host, port),
+            ready_callable=ready,
         ).run()
+        if dispatcher is not None:
+            dispatcher.stop(grace_s=5.0)
+        if worker is not None:
+            worker.stop(drain_timeout_s=1.0)
 
     @staticmethod
     def _log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
