@@ -12,6 +12,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from tasks import fleet
+
 STARTED_AT = time.monotonic()
 LAYER_TIMEOUT_S = 1.0
 
@@ -22,7 +24,7 @@ NOT_CONFIGURED = "not_configured"
 
 # Components that later parts of the system own; they report "not_configured"
 # until something real measures them.
-_UNOWNED = ("dispatcher", "workers", "keystore")
+_UNOWNED = ("keystore",)
 
 
 def _timed(check) -> dict[str, Any]:
@@ -36,6 +38,13 @@ def _timed(check) -> dict[str, Any]:
             "latency_ms": round((time.perf_counter() - start) * 1000, 2),
         }
     return {"status": HEALTHY, "latency_ms": round((time.perf_counter() - start) * 1000, 2), **detail}
+
+
+def _from_database(summary) -> dict[str, Any]:
+    try:
+        return summary()
+    except Exception as exc:  # reported as the component's state, like the other checks
+        return {"status": UNHEALTHY, "error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def check_database() -> dict[str, Any]:
@@ -72,6 +81,11 @@ def check_channel_layer() -> dict[str, Any]:
 
 def system_health() -> dict[str, Any]:
     components = {"database": check_database(), "channel_layer": check_channel_layer()}
+    if components["database"]["status"] == HEALTHY:
+        components["dispatcher"] = _from_database(fleet.dispatchers_summary)
+        components["workers"] = _from_database(fleet.workers_summary)
+    else:
+        components["dispatcher"] = components["workers"] = {"status": UNHEALTHY, "error": "database unavailable"}
     components.update({name: {"status": NOT_CONFIGURED} for name in _UNOWNED})
     statuses = {c["status"] for c in components.values()}
     if UNHEALTHY in statuses:

@@ -34,7 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from tasks import bus, execution
+from tasks import bus, execution, fleet
 from tasks.breakers import BreakerRegistry
 from tasks.execution import AttemptReport, Claim
 from tasks.models import Task, Worker
@@ -127,7 +127,8 @@ class Dispatcher:
         self._claiming.set()
         self._refresh_workers()
         self._unsubscribe = bus.subscribe(self._on_bus)
-        for name, target in (("loop", self._loop), ("writer", self._writer), ("keeper", self._keeper)):
+        threads = (("loop", self._loop), ("writer", self._writer), ("keeper", self._keeper), ("health", self._health))
+        for name, target in threads:
             thread = threading.Thread(target=target, name=f"agency-dispatch-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -326,6 +327,9 @@ class Dispatcher:
                         attempts = {tid: item.claim.attempt for tid, item in self._inflight.items()}
                     if now >= next_renew:
                         execution.renew_leases(dispatcher_id=self.id, task_ids=attempts, lease_s=self.lease_s)
+                        fleet.dispatcher_heartbeat(
+                            dispatcher_id=self.id, concurrency=self.concurrency, inflight=len(attempts)
+                        )
                         next_renew = now + renew_every
                     if now >= next_poll:
                         self._stop_what_the_database_says(attempts)
@@ -341,7 +345,35 @@ class Dispatcher:
                     logger.exception("dispatcher housekeeping failed")
                     close_old_connections()
         finally:
+            try:
+                fleet.dispatcher_stopped(dispatcher_id=self.id)
+            except Exception:
+                logger.exception("could not record the dispatcher's stop")
             connection.close()
+
+    def _health(self) -> None:
+        """Poll each enabled worker's /health (off the keeper, so a slow worker cannot delay lease renewal)."""
+        try:
+            while True:
+                self._poll_worker_health()
+                if self._stopping.wait(fleet.WORKER_POLL_S):
+                    break
+        finally:
+            connection.close()
+
+    def _poll_worker_health(self) -> None:
+        for worker_id, (_worker, config) in list(self._workers.items()):
+            if self._stopping.is_set():
+                return
+            started = time.perf_counter()
+            report = self._client(config).health()
+            try:
+                fleet.record_worker_health(
+                    worker_id=worker_id, report=report, latency_ms=(time.perf_counter() - started) * 1000
+                )
+            except Exception:
+                logger.exception("recording the health of worker %s failed", config.name)
+                close_old_connections()
 
     def _stop_what_the_database_says(self, attempts: dict[str, int]) -> None:
         for task_id, state in execution.attempts_to_stop(dispatcher_id=self.id, attempts=attempts).items():

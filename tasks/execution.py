@@ -21,7 +21,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from audit.services import audit_record
-from tasks import bus
+from tasks import bus, fleet
 from tasks.models import Task, Worker
 from tasks.services import append_event
 from tasks.states import TaskState
@@ -400,6 +400,7 @@ def record_breaker_change(*, dispatcher_id: str, worker: str, old: str, new: str
     """A worker's circuit breaker changed state: audit it, and put it on the timeline of the
     task whose call caused it."""
     with transaction.atomic():
+        fleet.record_breaker_state(worker=worker, state=new)
         data = {"worker": worker, "from": old, "to": new}
         if task_id:
             try:

@@ -42,6 +42,12 @@ class Worker(models.Model):
     breaker_reset_timeout_s = models.PositiveIntegerField(default=60)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    # Written by the dispatchers' health polls and breaker listeners; read by /api/health.
+    health_status = models.CharField(max_length=20, blank=True, default="")
+    health_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    health_latency_ms = models.FloatField(null=True, blank=True, editable=False)
+    health_detail = models.JSONField(default=dict, blank=True, editable=False)
+    breaker_state = models.CharField(max_length=20, default="closed", editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -151,3 +157,23 @@ class TaskEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id}#{self.seq} {self.type}"
+
+
+class DispatcherProcess(models.Model):
+    """A dispatcher's heartbeat: which ones run, where, and how busy they are."""
+
+    id = models.CharField(max_length=200, primary_key=True)
+    hostname = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    concurrency = models.PositiveIntegerField()
+    inflight = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        indexes = [models.Index(fields=["last_seen_at"], name="dispatcher_seen_idx")]
+
+    def __str__(self) -> str:
+        return self.id

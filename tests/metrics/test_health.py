@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.db import OperationalError
+from django.utils import timezone
 
 from metrics import health
+from tasks import fleet
+from tasks.models import DispatcherProcess, Worker
 
 
 class BrokenConnection:
@@ -71,6 +75,7 @@ def test_it_rejects_other_methods_on_liveness(client, method):
 
 @pytest.mark.django_db
 def test_it_reports_every_component(viewer_client):
+    fleet.dispatcher_heartbeat(dispatcher_id="d1", concurrency=8, inflight=2)
     r = viewer_client.get("/api/health")
     assert r.status_code == 200
     body = r.json()
@@ -94,9 +99,47 @@ def test_it_reports_every_component(viewer_client):
     assert layer["latency_ms"] >= 0
     assert layer["backend"] in ("InMemoryChannelLayer", "RedisChannelLayer")
 
-    # Components owned by later issues are reported as such, never invented.
-    for name in ("dispatcher", "workers", "keystore"):
-        assert components[name] == {"status": "not_configured"}
+    assert components["dispatcher"] | {"last_seen_s": 0} == {
+        "status": "healthy",
+        "live": 1,
+        "inflight": 2,
+        "capacity": 8,
+        "last_seen_s": 0,
+    }
+    # No worker registered yet, and the keystore is not built: said so, never invented.
+    assert components["workers"] == {"status": "not_configured", "enabled": 0}
+    assert components["keystore"] == {"status": "not_configured"}
+
+
+@pytest.mark.django_db
+def test_no_live_dispatcher_degrades_health_without_failing_it(viewer_client):
+    fleet.dispatcher_heartbeat(dispatcher_id="gone", concurrency=8, inflight=0)
+    DispatcherProcess.objects.update(last_seen_at=timezone.now() - timedelta(seconds=60))
+    r = viewer_client.get("/api/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "degraded"
+    assert r.json()["components"]["dispatcher"]["live"] == 0
+
+
+@pytest.mark.django_db
+def test_workers_are_reported_from_the_latest_polls_and_breakers(viewer_client):
+    fleet.dispatcher_heartbeat(dispatcher_id="d1", concurrency=8, inflight=0)
+    up = Worker.objects.create(name="up", base_url="http://127.0.0.1:9")
+    down = Worker.objects.create(name="down", base_url="http://127.0.0.1:10")
+    fleet.record_worker_health(worker_id=up.pk, report={"status": "ok", "active_tasks": 1, "capacity": 4}, latency_ms=2)
+    fleet.record_worker_health(worker_id=down.pk, report={"status": "unreachable", "error": "refused"}, latency_ms=1)
+    body = viewer_client.get("/api/health").json()
+    workers = body["components"]["workers"]
+    assert (body["status"], workers["status"], workers["usable"], workers["enabled"]) == ("degraded", "degraded", 1, 2)
+    assert workers["workers"]["up"]["status"] == "healthy"
+    assert workers["workers"]["up"]["capacity"] == 4
+    assert workers["workers"]["down"]["error"] == "refused"
+
+    fleet.record_worker_health(worker_id=down.pk, report={"status": "ok"}, latency_ms=1)
+    assert viewer_client.get("/api/health").json()["components"]["workers"]["status"] == "healthy"
+    fleet.record_breaker_state(worker="up", state="open")
+    workers = viewer_client.get("/api/health").json()["components"]["workers"]
+    assert (workers["status"], workers["workers"]["up"]["breaker"]) == ("degraded", "open")
 
 
 @pytest.mark.django_db

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from audit.models import AuditRecord
-from tasks import services
+from tasks import fleet, services
 from tasks.dispatcher import Dispatcher
 from tasks.models import Task, TaskEvent, Worker
 
@@ -223,3 +223,15 @@ def test_graceful_stop_returns_unfinished_attempts_to_the_queue_without_using_th
     assert task.state == "queued"
     assert task.max_attempts == task.spec["max_attempts"] + 1
     assert [e for e in reference_worker.log(task_id=str(task.pk)) if e["path"] == "/cancel"]
+
+
+def test_a_running_dispatcher_reports_itself_and_its_workers_health(reference_worker, dispatcher):
+    register(reference_worker)
+    d = dispatcher()
+    summary = wait_for(lambda: (s := fleet.dispatchers_summary())["status"] == "healthy" and s)
+    assert summary["live"] == 1
+    assert summary["capacity"] == 4
+    workers = wait_for(lambda: (s := fleet.workers_summary())["status"] == "healthy" and s)
+    assert workers["workers"]["ref"]["capacity"] >= 1
+    d.stop(grace_s=0)
+    assert fleet.dispatchers_summary()["status"] == "degraded"
