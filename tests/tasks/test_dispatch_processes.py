@@ -149,3 +149,20 @@ def test_two_dispatchers_on_postgres_never_run_the_same_attempt_twice(
     completed = Counter(TaskEvent.objects.filter(type="completed").values_list("task_id", flat=True))
     assert len(completed) == len(tasks)
     assert set(completed.values()) == {1}
+
+
+def test_sigterm_stops_claiming_and_returns_unfinished_work_to_the_queue(
+    reference_worker, dispatch_process, operator
+):
+    register(reference_worker)
+    process = dispatch_process("--concurrency", "2", "--grace", "0.5", "--id", "leaving")
+    task = services.task_create(
+        spec={"title": "long", "input": {"kind": "sleep", "seconds": 60, "interval_s": 0.1}}, user=operator
+    )
+    wait_for(lambda: TaskEvent.objects.filter(task=task, type="progress").exists())
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(15) == 0
+    task.refresh_from_db()
+    assert (task.state, task.lease_owner) == ("queued", "")
+    assert task.max_attempts == task.spec["max_attempts"] + 1  # the interrupted attempt is not counted
+    assert any(e["path"] == "/cancel" for e in reference_worker.log(task_id=str(task.pk)))

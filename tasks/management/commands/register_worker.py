@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from audit.services import audit_record
+from security.redaction import redact_url
 from tasks.models import Worker
 
 
@@ -67,6 +68,6 @@ class Command(BaseCommand):
                 action="worker.register" if created else "worker.update",
                 resource_type="worker",
                 resource_id=worker.name,
-                data={"url": url, "capabilities": worker.capabilities, "enabled": worker.enabled},
+                data={"url": redact_url(url), "capabilities": worker.capabilities, "enabled": worker.enabled},
             )
         self.stdout.write(f"{'registered' if created else 'updated'} worker {name} at {url}")

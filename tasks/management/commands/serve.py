@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from audit.services import audit_record
+from security.redaction import redact_url
 from tasks.dispatcher import Dispatcher
 from tasks.models import Worker
 from tasks.reference_worker.server import ReferenceWorkerServer
@@ -44,7 +45,7 @@ def register_local_worker(url: str, token: str, capacity: int) -> None:
             action="worker.register" if created else "worker.update",
             resource_type="worker",
             resource_id=worker.name,
-            data={"url": url, "embedded": True},
+            data={"url": redact_url(url), "embedded": True},
         )
 
 

@@ -1,0 +1,84 @@
+"""``manage.py serve``: the embedded all-in-one process, as a user starts it from a fresh clone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def manage(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_task_created_through_the_api_completes_with_its_progress_events(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SQLITE_PATH"}}
+    env |= {"DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
+    manage("migrate", "--noinput", env=env)
+    login = manage("ensure_admin", env=env)
+    assert "user: admin" in login
+    assert "password: " in login
+    token = manage("drf_create_token", "admin", env=env).split()[2]
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    api = requests.Session()
+    api.headers["Authorization"] = f"Token {token}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.1)
+        created = api.post(
+            f"{base}/api/v1/tasks",
+            json={"title": "Sleep briefly", "input": {"kind": "sleep", "seconds": 0.5, "interval_s": 0.1}},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        task_id = created.json()["id"]
+        deadline = time.monotonic() + 30
+        while api.get(f"{base}/api/v1/tasks/{task_id}", timeout=10).json()["state"] != "completed":
+            assert time.monotonic() < deadline, "the task did not complete"
+            time.sleep(0.1)
+        events = api.get(f"{base}/api/v1/tasks/{task_id}/events", params={"limit": 1000}, timeout=10).json()
+        types = [e["type"] for e in events["results"]]
+        assert types[:2] == ["created", "attempt_started"]
+        assert types.count("progress") >= 3
+        assert types[-1] == "completed"
+        health = api.get(f"{base}/api/health", timeout=10).json()
+        assert health["components"]["dispatcher"]["status"] == "healthy"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
