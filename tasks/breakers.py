@@ -126,6 +126,9 @@ class _LocalCoordination:
         if self._trial_token == token:
             self._trial_token = None
 
+    def trial_held(self) -> bool:
+        return self._trial_token is not None and time.monotonic() < self._trial_until
+
     def compare_and_set(self, expected: str, new: str) -> bool:
         if self._storage.state != expected:
             return False
@@ -155,6 +158,12 @@ class _RedisCoordination:
             self._redis.eval(self._RELEASE_IF_OURS, 1, self._trial_key, token)
         except RedisError:
             logger.warning("Circuit breaker store unreachable; the trial lease will expire by itself.")
+
+    def trial_held(self) -> bool:
+        try:
+            return bool(self._redis.exists(self._trial_key))
+        except RedisError:
+            return True  # as claim_trial: no trial can be granted without the store
 
     def compare_and_set(self, expected: str, new: str) -> bool:
         def swap(pipe: redis.client.Pipeline) -> bool:
@@ -247,6 +256,17 @@ class WorkerBreaker:
     def is_open(self) -> bool:
         """Open and still inside the reset timeout: no call would be let through now."""
         return self._storage.state == pybreaker.STATE_OPEN and not self._reset_timeout_elapsed()
+
+    def refuses_now(self) -> bool:
+        """Whether :meth:`acquire` would refuse a call now: open within the reset timeout, or
+        half-open with another caller's trial in flight. Routing asks this so it does not send
+        work to a worker that would only be turned away."""
+        state = self._storage.state
+        if state == pybreaker.STATE_OPEN:
+            return not self._reset_timeout_elapsed()
+        if state == pybreaker.STATE_HALF_OPEN:
+            return self._coordination.trial_held()
+        return False
 
     def acquire(self) -> Permit | None:
         """A permit to call the worker, or None when the breaker refuses (open, or a trial is in flight)."""
@@ -389,6 +409,10 @@ class BreakerRegistry:
     def is_open(self, name: str) -> bool:
         """True while ``name``'s breaker is open and its reset timeout has not passed: route elsewhere."""
         return self._known(name).is_open()
+
+    def refuses_now(self, name: str) -> bool:
+        """True when a call to ``name`` would be refused now (see :meth:`WorkerBreaker.refuses_now`)."""
+        return self._known(name).refuses_now()
 
     def state(self, name: str) -> str:
         """``closed``, ``open`` or ``half_open`` as stored (an open breaker past its timeout is still ``open``)."""

@@ -110,10 +110,15 @@ class Dispatcher:
         )
         self.stats = DispatcherStats()
         self._inflight: dict[str, InFlight] = {}
+        # Attempts whose final report is queued but not yet committed: their leases are
+        # still renewed so the reaper cannot take a finished attempt while the writer lags.
+        self._finishing: dict[str, int] = {}
         self._inflight_lock = threading.Lock()
+        self._last_renewed = time.monotonic()
         self._reports: queue.Queue[AttemptReport | _BreakerChange | None] = queue.Queue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._loop_done = threading.Event()
         self._claiming = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="agency-attempt")
         self._threads: list[threading.Thread] = []
@@ -138,7 +143,11 @@ class Dispatcher:
         """Stop claiming, let in-flight attempts finish for ``grace_s``, then stop
         the rest (they go back to the queue without using up an attempt)."""
         self._claiming.clear()
+        self._loop_done.set()
         self._wake.set()
+        for thread in self._threads:
+            if thread.name.endswith("-loop"):
+                thread.join(timeout=30)  # a claim in progress commits and submits before we look
         deadline = time.monotonic() + grace_s
         while self.inflight_count() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -148,7 +157,6 @@ class Dispatcher:
             self._abort(item, "dispatcher shutting down")
         self._pool.shutdown(wait=True)
         self._stopping.set()
-        self._wake.set()
         if self._unsubscribe:
             self._unsubscribe()
         self._reports.put(None)
@@ -167,7 +175,8 @@ class Dispatcher:
         elif message.get("kind") == "control":
             with self._inflight_lock:
                 item = self._inflight.get(str(message.get("task_id")))
-            if item is not None:
+            # A late signal about an earlier attempt must not stop the current one.
+            if item is not None and message.get("attempt") in (None, item.claim.attempt):
                 self._abort(item, str(message.get("action") or "control"))
 
     def _abort(self, item: InFlight, reason: str) -> None:
@@ -178,7 +187,7 @@ class Dispatcher:
     # -- loop ------------------------------------------------------------------
     def _loop(self) -> None:
         try:
-            while not self._stopping.is_set():
+            while not self._loop_done.is_set():
                 self.last_loop_at = time.monotonic()
                 claimed = 0
                 free = self.concurrency - self.inflight_count()
@@ -196,13 +205,19 @@ class Dispatcher:
             connection.close()
 
     def _claim(self, limit: int) -> int:
+        workers = self._workers  # one snapshot: the keeper swaps the dict
+        refusing = {w.name for w, _config in workers.values() if self.breakers.refuses_now(w.name)}
+        with self._inflight_lock:
+            busy = set(self._inflight) | set(self._finishing)
         load = execution.worker_load()
 
         def pick(task: Task) -> Worker | None:
+            if str(task.pk) in busy:
+                return None  # its previous attempt is still winding down here
             required = task.spec.get("capabilities") or []
             best: Worker | None = None
-            for worker, _config in self._workers.values():
-                if not worker.covers(required) or self.breakers.is_open(worker.name):
+            for worker, _config in workers.values():
+                if worker.name in refusing or not worker.covers(required):
                     continue
                 if load.get(worker.pk, 0) >= worker.max_concurrency:
                     continue
@@ -214,8 +229,7 @@ class Dispatcher:
 
         claims = execution.task_claim(dispatcher_id=self.id, limit=limit, pick_worker=pick, lease_s=self.lease_s)
         for claim in claims:
-            config = self._workers[claim.worker_id][1]
-            item = InFlight(claim=claim, worker=config, abort=AbortHandle())
+            item = InFlight(claim=claim, worker=workers[claim.worker_id][1], abort=AbortHandle())
             with self._inflight_lock:
                 self._inflight[claim.task_id] = item
             self._pool.submit(self._run_attempt, item)
@@ -253,11 +267,12 @@ class Dispatcher:
                 on_event=on_event,
                 on_call=on_call,
             )
-            if outcome.kind == "canceled" or item.abort.aborted:
+            if outcome.kind == "result":
+                # Even if an abort landed meanwhile: the writer's fencing decides what a result may do.
+                report = AttemptReport(claim.task_id, claim.attempt, "result", result=outcome.result)
+            elif outcome.kind == "canceled" or item.abort.aborted:
                 client.cancel(task_id=claim.task_id, attempt=claim.attempt)
                 report = AttemptReport(claim.task_id, claim.attempt, "stopped", error=item.stop_reason or "aborted")
-            elif outcome.kind == "result":
-                report = AttemptReport(claim.task_id, claim.attempt, "result", result=outcome.result)
             elif outcome.breaker_open:
                 report = AttemptReport(claim.task_id, claim.attempt, "not_dispatched", error=outcome.error)
             else:
@@ -269,9 +284,11 @@ class Dispatcher:
             report = AttemptReport(claim.task_id, claim.attempt, "failed", error=f"dispatcher error: {exc}")
         finally:
             _current_task.task_id = None
-        put(report)
         with self._inflight_lock:
-            self._inflight.pop(claim.task_id, None)
+            self._finishing[claim.task_id] = claim.attempt
+            if self._inflight.get(claim.task_id) is item:
+                del self._inflight[claim.task_id]
+        put(report)
         self.stats.finished += 1
         self._wake.set()
 
@@ -298,15 +315,15 @@ class Dispatcher:
 
     def _write(self, batch: list[AttemptReport | _BreakerChange]) -> None:
         reports = [b for b in batch if isinstance(b, AttemptReport)]
-        for attempt in range(5):
-            try:
-                execution.apply_reports(dispatcher_id=self.id, reports=reports)
-                break
-            except Exception:
-                # A lost write would strand the task until its lease expires, so retry a few times.
-                logger.exception("writing %d reports failed (try %d)", len(reports), attempt + 1)
-                close_old_connections()
-                time.sleep(0.2 * (attempt + 1))
+        try:
+            execution.apply_reports(dispatcher_id=self.id, reports=reports)
+        except Exception:
+            # One report the database refuses must not sink the others: write them one by one.
+            logger.exception("writing a batch of %d reports failed; writing them one by one", len(reports))
+            close_old_connections()
+            for report in reports:
+                self._write_one(report)
+        self._finished_writing(reports)
         for change in (b for b in batch if isinstance(b, _BreakerChange)):
             try:
                 execution.record_breaker_change(
@@ -314,6 +331,39 @@ class Dispatcher:
                 )
             except Exception:
                 logger.exception("recording a breaker change failed")
+                close_old_connections()
+
+    def _write_one(self, report: AttemptReport) -> None:
+        for attempt in range(3):
+            try:
+                execution.apply_reports(dispatcher_id=self.id, reports=[report])
+                return
+            except Exception:
+                logger.exception(
+                    "writing the report of %s:%s failed (try %d)", report.task_id, report.attempt, attempt + 1
+                )
+                close_old_connections()
+                time.sleep(0.2 * (attempt + 1))
+        if report.kind == "progress":
+            return  # an interim event is lost; the outcome still comes
+        # The outcome itself cannot be stored as reported: record that, so the task moves on
+        # (retried if attempts remain) instead of waiting for its lease to run out.
+        fallback = AttemptReport(
+            report.task_id, report.attempt, "failed", error="the dispatcher could not record the worker's report"
+        )
+        try:
+            execution.apply_reports(dispatcher_id=self.id, reports=[fallback])
+        except Exception:
+            logger.exception(
+                "recording the failure of %s:%s failed; its lease will expire", report.task_id, report.attempt
+            )
+            close_old_connections()
+
+    def _finished_writing(self, reports: list[AttemptReport]) -> None:
+        with self._inflight_lock:
+            for report in reports:
+                if report.kind != "progress" and self._finishing.get(report.task_id) == report.attempt:
+                    del self._finishing[report.task_id]
 
     # -- keeper ----------------------------------------------------------------
     def _keeper(self) -> None:
@@ -325,11 +375,9 @@ class Dispatcher:
                 try:
                     with self._inflight_lock:
                         attempts = {tid: item.claim.attempt for tid, item in self._inflight.items()}
+                        held = list(attempts) + list(self._finishing)
                     if now >= next_renew:
-                        execution.renew_leases(dispatcher_id=self.id, task_ids=attempts, lease_s=self.lease_s)
-                        fleet.dispatcher_heartbeat(
-                            dispatcher_id=self.id, concurrency=self.concurrency, inflight=len(attempts)
-                        )
+                        self._renew(held, len(attempts))
                         next_renew = now + renew_every
                     if now >= next_poll:
                         self._stop_what_the_database_says(attempts)
@@ -350,6 +398,22 @@ class Dispatcher:
             except Exception:
                 logger.exception("could not record the dispatcher's stop")
             connection.close()
+
+    def _renew(self, task_ids: list[str], inflight: int) -> None:
+        try:
+            execution.renew_leases(dispatcher_id=self.id, task_ids=task_ids, lease_s=self.lease_s)
+            fleet.dispatcher_heartbeat(dispatcher_id=self.id, concurrency=self.concurrency, inflight=inflight)
+            self._last_renewed = time.monotonic()
+        except Exception:
+            logger.exception("lease renewal failed")
+            close_old_connections()
+            if time.monotonic() - self._last_renewed > self.lease_s * 2 / 3:
+                # Our leases are about to lapse and another dispatcher may take the tasks:
+                # stop our attempts rather than run them twice.
+                with self._inflight_lock:
+                    items = list(self._inflight.values())
+                for item in items:
+                    self._abort(item, "lease lost")
 
     def _health(self) -> None:
         """Poll each enabled worker's /health (off the keeper, so a slow worker cannot delay lease renewal)."""
@@ -383,7 +447,13 @@ class Dispatcher:
                 self._abort(item, state)
 
     def _refresh_workers(self) -> None:
-        workers = {w.pk: (w, worker_config(w)) for w in Worker.objects.filter(enabled=True)}
+        workers = {}
+        for worker in Worker.objects.filter(enabled=True):
+            try:
+                workers[worker.pk] = (worker, worker_config(worker))
+            except Exception:
+                # One unusable row (a token the key cannot decrypt, a bad URL) must not stop the rest.
+                logger.exception("worker %s is misconfigured and is left out of routing", worker.name)
         # Keep configs of in-flight attempts' workers even if just disabled.
         self._workers = workers | {k: v for k, v in self._workers.items() if k not in workers and self._uses(k)}
 

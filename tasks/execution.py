@@ -9,6 +9,7 @@ Anything else is recorded on the timeline and never applied.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -109,7 +111,7 @@ def task_claim(
             task.attempt += 1
             task.worker = worker
             task.lease_owner = dispatcher_id
-            task.lease_expires_at = now + timedelta(seconds=lease_s)
+            task.lease_expires_at = lease_until(lease_s)
             task.started_at = task.started_at or now
             task.updated_at = now
             task.progress_percent = 0
@@ -147,13 +149,26 @@ def task_claim(
     return claims
 
 
+def lease_until(lease_s: float) -> ExpressionWrapper:
+    """A lease expiry on the database's clock, so claimers and reapers on machines whose
+    clocks disagree still agree on when a lease ends."""
+    return ExpressionWrapper(Now() + timedelta(seconds=lease_s), output_field=DateTimeField())
+
+
 def renew_leases(*, dispatcher_id: str, task_ids: Iterable[str], lease_s: float) -> None:
-    ids = list(task_ids)
+    ids = sorted(task_ids)
     if not ids:
         return
-    Task.objects.filter(pk__in=ids, lease_owner=dispatcher_id, state__in=ACTIVE_STATES).update(
-        lease_expires_at=timezone.now() + timedelta(seconds=lease_s)
-    )
+    with transaction.atomic():
+        # Lock in id order, skipping rows our writer holds (it is finishing them): the same
+        # order as apply_reports, so the two never deadlock.
+        mine = list(
+            Task.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids, lease_owner=dispatcher_id, state__in=ACTIVE_STATES)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        Task.objects.filter(pk__in=mine).update(lease_expires_at=lease_until(lease_s))
 
 
 def attempts_to_stop(*, dispatcher_id: str, attempts: dict[str, int]) -> dict[str, str]:
@@ -193,6 +208,27 @@ def apply_reports(*, dispatcher_id: str, reports: list[AttemptReport]) -> None:
             row.task.save(update_fields=row.dirty | {"event_seq", "updated_at"})
 
 
+def _clean(value: Any) -> Any:
+    """Worker JSON made storable anywhere: no NUL characters (PostgreSQL text and jsonb refuse
+    them) and no NaN or infinities (not JSON)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k).replace("\x00", ""): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _percent(value: Any) -> int:
+    try:
+        return max(0, min(100, int(float(value))))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 class _Row:
     """A locked task and the fields a batch changed on it."""
 
@@ -213,12 +249,12 @@ def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str) -> None:
     task.updated_at = now
     current = task.attempt == report.attempt and task.lease_owner == dispatcher_id and task.state in ACTIVE_STATES
     for event in report.events:
+        event = _clean(event)
         if current and task.state == TaskState.RUNNING and event.get("type") == "progress":
-            row.set(
-                progress_percent=max(0, min(100, int(event.get("percent") or 0))),
-                progress_phase=str(event.get("phase") or "")[:100],
-            )
+            row.set(progress_percent=_percent(event.get("percent")), progress_phase=str(event.get("phase") or "")[:100])
         append_event(task, str(event.get("type") or "worker_event")[:50], {"attempt": report.attempt, **event})
+    if report.result is not None:
+        report.result = _clean(report.result)
     if report.kind == "progress":
         return
 
@@ -347,7 +383,7 @@ def reap_expired_leases(*, reaper_id: str, limit: int = 100) -> list[tuple[str, 
     with transaction.atomic():
         expired = list(
             Task.objects.select_for_update(skip_locked=True)
-            .filter(state__in=ACTIVE_STATES, lease_expires_at__lt=now)
+            .filter(state__in=ACTIVE_STATES, lease_expires_at__lt=Now())
             .order_by("lease_expires_at")[:limit]
         )
         for task in expired:

@@ -127,7 +127,7 @@ def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, user: 
             bus.publish({"kind": "work"})
         elif previous == TaskState.RUNNING:
             # The dispatcher holding the attempt stops it at the worker.
-            bus.publish({"kind": "control", "task_id": str(task.pk), "action": str(action)})
+            bus.publish({"kind": "control", "task_id": str(task.pk), "action": str(action), "attempt": task.attempt})
     return task
 
 

@@ -356,3 +356,27 @@ def test_registries_of_two_processes_share_the_state_through_redis(worker_name: 
     # Each process reports the transitions it made, so the audit gets each change once.
     assert heard_here.of(name) == []
     assert heard_there.of(name) == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_routing_sees_a_half_open_breaker_with_a_trial_in_flight_as_refusing():
+    from tasks.breakers import BreakerRegistry
+    from tasks.worker_client import WorkerConfig
+
+    registry = BreakerRegistry()
+    config = WorkerConfig(
+        name="w", base_url="http://127.0.0.1:9", token="", breaker_fail_max=1, breaker_reset_timeout_s=0
+    )
+    breaker = registry.get(config)
+    assert not registry.refuses_now("w")
+    permit = breaker.acquire()
+    permit.failure()  # one failure opens it (fail_max 1); the reset timeout of 0 s has passed at once
+    assert registry.state("w") == "open"
+    assert not registry.refuses_now("w")  # a trial would be let through now
+    trial = breaker.acquire()
+    assert trial is not None
+    assert registry.state("w") == "half_open"
+    assert registry.refuses_now("w")  # the trial is in flight: nobody else gets through
+    assert breaker.acquire() is None
+    trial.success()
+    assert registry.state("w") == "closed"
+    assert not registry.refuses_now("w")

@@ -151,9 +151,7 @@ def test_two_dispatchers_on_postgres_never_run_the_same_attempt_twice(
     assert set(completed.values()) == {1}
 
 
-def test_sigterm_stops_claiming_and_returns_unfinished_work_to_the_queue(
-    reference_worker, dispatch_process, operator
-):
+def test_sigterm_stops_claiming_and_returns_unfinished_work_to_the_queue(reference_worker, dispatch_process, operator):
     register(reference_worker)
     process = dispatch_process("--concurrency", "2", "--grace", "0.5", "--id", "leaving")
     task = services.task_create(

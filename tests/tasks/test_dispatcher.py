@@ -235,3 +235,30 @@ def test_a_running_dispatcher_reports_itself_and_its_workers_health(reference_wo
     assert workers["workers"]["ref"]["capacity"] >= 1
     d.stop(grace_s=0)
     assert fleet.dispatchers_summary()["status"] == "degraded"
+
+
+def test_resume_while_the_paused_attempt_winds_down_keeps_the_new_attempt_tracked(
+    reference_worker, task_of, operator, monkeypatch
+):
+    from tasks.worker_client import WorkerClient
+
+    real_cancel = WorkerClient.cancel
+
+    def slow_cancel(self, **kwargs):  # a worker whose /cancel answers slowly
+        time.sleep(0.5)
+        return real_cancel(self, **kwargs)
+
+    monkeypatch.setattr(WorkerClient, "cancel", slow_cancel)
+    register(reference_worker)
+    d = Dispatcher(concurrency=4, poll_s=0.2, reap_s=0.3, lease_s=1.5)
+    d.start()
+    try:
+        task = task_of("sleep", seconds=3, interval_s=0.1)
+        wait_for(lambda: "progress" in event_types(task))
+        services.task_pause(task_id=task.pk, user=operator)
+        services.task_resume(task_id=task.pk, user=operator)
+        wait_for(lambda: state_of(task) == "completed", timeout=20)
+        assert not TaskEvent.objects.filter(task=task, type="lease_expired").exists()
+        assert Task.objects.get(pk=task.pk).attempt == 2
+    finally:
+        d.stop(grace_s=0)

@@ -179,3 +179,25 @@ def test_attempts_to_stop_names_canceled_paused_and_reclaimed_attempts(make_task
     stop = execution.attempts_to_stop(dispatcher_id=D, attempts=claims)
     assert stop == {str(a.pk): "canceling", str(b.pk): "paused"}
     assert str(c.pk) not in stop
+
+
+def test_malformed_worker_json_is_stored_safely_and_the_task_still_completes(make_task, worker):
+    task = make_task()
+    [c] = claim(worker)
+    execution.apply_reports(
+        dispatcher_id=D,
+        reports=[
+            AttemptReport(c.task_id, c.attempt, "progress", events=[{"type": "progress", "percent": "40%"}]),
+            AttemptReport(c.task_id, c.attempt, "progress", events=[{"type": "progress", "percent": float("nan")}]),
+            AttemptReport(
+                c.task_id,
+                c.attempt,
+                "result",
+                result={"status": "completed", "output": "a\x00b", "score": float("inf")},
+            ),
+        ],
+    )
+    task.refresh_from_db()
+    assert task.state == "completed"
+    assert task.result == {"status": "completed", "output": "ab", "score": None}
+    assert task.progress_percent == 100

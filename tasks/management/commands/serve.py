@@ -69,10 +69,19 @@ class Command(BaseCommand):
 
         def start_background() -> None:
             nonlocal worker, dispatcher
+            try:
+                start_pieces()
+            except Exception:
+                # Without a dispatcher nothing runs: say so loudly rather than serve a dead system.
+                logger.exception("the dispatcher or the local worker failed to start; tasks will stay queued")
+
+        def start_pieces() -> None:
+            nonlocal worker, dispatcher
             if not no_worker:
                 token = secrets.token_urlsafe(24)
+                # remember: finished results kept for idempotent replays; bounded for a long-lived process.
                 worker = ReferenceWorkerServer(
-                    ReferenceConfig(host="127.0.0.1", port=0, token=token, capacity=concurrency)
+                    ReferenceConfig(host="127.0.0.1", port=0, token=token, capacity=concurrency, remember=10_000)
                 )
                 worker.start()
                 register_local_worker(worker.url, token, concurrency)
@@ -82,9 +91,11 @@ class Command(BaseCommand):
                 dispatcher.start()
             logger.info("listening on http://%s:%s/", host, port)
 
+        starter = threading.Thread(target=start_background, name="agency-serve-start", daemon=True)
+
         def ready() -> None:
             # Called on daphne's event loop, where Django refuses blocking ORM calls.
-            threading.Thread(target=start_background, name="agency-serve-start", daemon=True).start()
+            starter.start()
 
         self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl-C to stop)")
         Server(
@@ -94,6 +105,8 @@ class Command(BaseCommand):
             action_logger=self._log_action,
             ready_callable=ready,
         ).run()
+        if starter.is_alive():
+            starter.join(timeout=30)  # stopped while starting: let it finish, then stop what it started
         if dispatcher is not None:
             dispatcher.stop(grace_s=5.0)
         if worker is not None:
