@@ -8,7 +8,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from tasks.exceptions import IllegalTransition, TaskNotFound
+from tasks.exceptions import IllegalTransition, InvalidOverride, TaskNotFound
+from tasks.waivers import IllegalWaiverTransition, WaiverForbidden, WaiverNotFound
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -17,6 +18,17 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             {"detail": str(exc), "code": "illegal_transition", "action": exc.action, "state": exc.state},
             status=status.HTTP_409_CONFLICT,
         )
+    if isinstance(exc, InvalidOverride):
+        return Response(exc.detail, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, TaskNotFound):
+        return Response({"detail": str(exc), "code": "not_found"}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, IllegalWaiverTransition):
+        return Response(
+            {"detail": str(exc), "code": exc.code, "action": exc.action, "status": exc.status},
+            status=status.HTTP_409_CONFLICT,
+        )
+    if isinstance(exc, WaiverForbidden):
+        return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, WaiverNotFound):
         return Response({"detail": str(exc), "code": "not_found"}, status=status.HTTP_404_NOT_FOUND)
     return exception_handler(exc, context)

@@ -12,9 +12,16 @@ from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.forms.fields import InvalidJSONInput
 from rest_framework import serializers
 
-from tasks.models import Task, Worker
+from tasks.models import Gate, Task, Waiver, Worker
 from tasks.spec import validate_spec
 from tasks.states import TaskAction
+from tasks.waivers import (
+    MAX_WAIVER_DAYS,
+    MIN_JUSTIFICATION,
+    MIN_REVOKE_REASON,
+    NOTE_MAX_LENGTH,
+    WaiverRequestSerializer,
+)
 
 REASON_MAX_LENGTH = 1000
 
@@ -117,3 +124,45 @@ class WorkerForm(forms.ModelForm):
         if self.cleaned_data.get("token"):
             self.instance.token = self.cleaned_data["token"]
         return super().save(commit)
+
+
+class WaiverRequestForm(forms.ModelForm):
+    """The add form: a waiver request, held to the same rules as ``POST /api/v1/waivers``."""
+
+    gates = forms.MultipleChoiceField(
+        choices=Gate.choices, widget=forms.CheckboxSelectMultiple, help_text="The gates whose violations it drops."
+    )
+
+    class Meta:
+        model = Waiver
+        fields = ["title", "reason", "gates", "justification", "expires_at", "task"]
+        help_texts = {
+            "justification": f"Why the gate should not apply; at least {MIN_JUSTIFICATION} characters.",
+            "expires_at": f"In the future, at most {MAX_WAIVER_DAYS} days ahead.",
+            "task": "The one task it covers; leave empty for every task.",
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        task = cleaned.get("task")
+        data = {
+            name: cleaned[name]
+            for name in ("title", "reason", "gates", "justification", "expires_at")
+            if name in cleaned
+        }
+        data["task"] = task.pk if task is not None else None
+        serializer = WaiverRequestSerializer(data=data)
+        if not serializer.is_valid():
+            for field, errors in serializer.errors.items():
+                # A field the form already refused would only be reported twice.
+                if field not in self.errors:
+                    self.add_error(field if field in self.fields else None, [str(e) for e in errors])
+        return cleaned
+
+
+class WaiverActionForm(ActionForm):
+    note = forms.CharField(
+        label=f"Note (a reason of at least {MIN_REVOKE_REASON} characters to revoke):",
+        required=False,
+        max_length=NOTE_MAX_LENGTH,
+    )

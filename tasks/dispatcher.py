@@ -34,7 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from tasks import bus, execution, fleet
+from tasks import bus, execution, fleet, waivers
 from tasks.breakers import BreakerRegistry
 from tasks.execution import AttemptReport, Claim
 from tasks.models import Task, Worker
@@ -43,6 +43,10 @@ from tasks.worker_client import AbortHandle, WorkerClient, WorkerConfig
 logger = logging.getLogger("agency.dispatcher")
 
 _current_task = threading.local()
+
+# How often a dispatcher marks waivers past their expiry as expired. Matching never relies on
+# it (an expired waiver is inactive whatever its status); it keeps the list and audit honest.
+WAIVER_EXPIRY_S = 30.0
 
 
 @dataclass
@@ -368,7 +372,7 @@ class Dispatcher:
     # -- keeper ----------------------------------------------------------------
     def _keeper(self) -> None:
         renew_every = self.lease_s / 3
-        next_renew = next_poll = next_reap = next_refresh = 0.0
+        next_renew = next_poll = next_reap = next_refresh = next_expire = 0.0
         try:
             while not self._stopping.wait(min(self.poll_s, renew_every, 0.5)):
                 now = time.monotonic()
@@ -389,6 +393,9 @@ class Dispatcher:
                     if now >= next_refresh:
                         self._refresh_workers()
                         next_refresh = now + 2.0
+                    if now >= next_expire:
+                        waivers.waivers_expire()
+                        next_expire = now + WAIVER_EXPIRY_S
                 except Exception:
                     logger.exception("dispatcher housekeeping failed")
                     close_old_connections()

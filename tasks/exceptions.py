@@ -20,3 +20,11 @@ class IllegalTransition(TaskError):
         super().__init__(f"Cannot {action} a task that is {state}.")
         self.action = action
         self.state = state
+
+
+class InvalidOverride(TaskError):
+    """An override with bad input; ``detail`` maps each field to its errors (HTTP 400)."""
+
+    def __init__(self, detail: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in detail.items()))
+        self.detail = detail

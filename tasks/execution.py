@@ -27,6 +27,7 @@ from tasks import bus, fleet
 from tasks.models import Task, Worker
 from tasks.services import append_event
 from tasks.states import TaskState
+from tasks.verdicts import automatic_verdict, verdict_summary
 
 ACTIVE_STATES = (TaskState.RUNNING, TaskState.CANCELING)
 
@@ -304,16 +305,19 @@ def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str) -> None:
 
     result = report.result or {}
     if report.kind == "result" and result.get("status") == "completed":
-        _finish(row, TaskState.COMPLETED, now)
-        row.set(result=result, progress_percent=100, error="")
-        append_event(task, "completed", {"attempt": report.attempt, "from": TaskState.RUNNING})
-        audit_record(
-            actor=actor,
-            action="task.complete",
-            resource_type="task",
-            resource_id=task.pk,
-            data={"attempt": report.attempt, "worker": task.worker.name if task.worker_id else None},
-        )
+        # The gates and the automatic verdict decide where a completed result leads.
+        verdict, new_state = automatic_verdict(task=task, result=result)
+        row.set(result=result, progress_percent=100, error="", violations=task.violations)
+        if new_state == TaskState.AWAITING_REVIEW:
+            row.set(state=new_state, lease_owner="", lease_expires_at=None)
+        else:
+            _finish(row, new_state, now)
+        if new_state == TaskState.FAILED:
+            row.set(error=verdict.reason)
+        data = {"attempt": report.attempt, "from": TaskState.RUNNING, "to": new_state, **verdict_summary(verdict)}
+        event = {TaskState.COMPLETED: "completed", TaskState.FAILED: "changes_requested"}.get(new_state, new_state)
+        append_event(task, event, data)
+        audit_record(actor=actor, action="task.verdict", resource_type="task", resource_id=task.pk, data=data)
         return
 
     error = report.error or str(result.get("error") or "the worker reported a failure")

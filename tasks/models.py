@@ -79,7 +79,7 @@ class Task(models.Model):
     spec = models.JSONField()
     state = models.CharField(max_length=20, choices=TaskState.choices, default=TaskState.QUEUED)
     priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.MEDIUM)
-    risk_tier = models.PositiveSmallIntegerField(default=2)
+    risk_tier = models.PositiveSmallIntegerField(default=3)
     attempt = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     run_after = models.DateTimeField(null=True, blank=True)
@@ -104,6 +104,8 @@ class Task(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     cancel_reason = models.TextField(blank=True, default="")
+    # The violations of the latest gate run, each {gate, rule, severity, file, line, message, waived_by}.
+    violations = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -177,3 +179,125 @@ class DispatcherProcess(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class Gate(models.TextChoices):
+    """The quality gates run on a worker's result; waivers name them."""
+
+    PLACEHOLDERS = "placeholders"
+    SCOPE = "scope"
+    BUDGET = "budget"
+    ACCEPTANCE = "acceptance"
+
+
+class WaiverReason(models.TextChoices):
+    EMERGENCY_HOTFIX = "emergency_hotfix"
+    LEGACY_INTEGRATION = "legacy_integration"
+    EXPERIMENTAL_FEATURE = "experimental_feature"
+    THIRD_PARTY_CONSTRAINT = "third_party_constraint"
+    PERFORMANCE_CRITICAL = "performance_critical"
+    SECURITY_PATCH = "security_patch"
+    INFRASTRUCTURE_LIMITATION = "infrastructure_limitation"
+    OTHER = "other"
+
+
+class WaiverStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class Waiver(models.Model):
+    """A time-boxed exemption from named gates, for one task or for all, approved by an admin."""
+
+    Reason = WaiverReason
+
+    Status = WaiverStatus
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    title = models.CharField(max_length=200)
+    reason = models.CharField(max_length=40, choices=WaiverReason.choices)
+    gates = models.JSONField(default=list)
+    justification = models.TextField()
+    expires_at = models.DateTimeField()
+    # The one task this waiver covers; null means every task (a global waiver).
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.CASCADE, related_name="waivers")
+    status = models.CharField(max_length=20, choices=WaiverStatus.choices, default=WaiverStatus.PENDING)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True, default="")
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoke_reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "expires_at"], name="waiver_status_idx"),
+            models.Index(fields=["task", "status"], name="waiver_task_idx"),
+            models.Index(fields=["created_at", "id"], name="waiver_created_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=WaiverStatus.values), name="waiver_status_valid"),
+            models.CheckConstraint(condition=Q(reason__in=WaiverReason.values), name="waiver_reason_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.status})"
+
+    def is_active(self, now=None) -> bool:
+        return self.status == WaiverStatus.APPROVED and self.expires_at > (now or timezone.now())
+
+
+class VerdictDecision(models.TextChoices):
+    APPROVED = "approved"
+    CHANGES_REQUESTED = "changes_requested"
+    REJECTED = "rejected"
+
+
+class Verdict(models.Model):
+    """A decision on one attempt's result: automatic after the gates, or a human override.
+
+    The newest verdict of a task is its current one. ``provenance_id``
+    (``CAWS-VERDICT-<uuid>``) is what commit trailers name.
+    """
+
+    Decision = VerdictDecision
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="verdicts")
+    attempt = models.PositiveIntegerField()
+    decision = models.CharField(max_length=20, choices=VerdictDecision.choices)
+    automatic = models.BooleanField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField(blank=True, default="")
+    score = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    # Unwaived violations, and those dropped with the waiver that dropped each.
+    violations = models.JSONField(default=list, blank=True)
+    waived = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["task", "-created_at"], name="verdict_task_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(decision__in=VerdictDecision.values), name="verdict_decision_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provenance_id} {self.decision}"
+
+    @property
+    def provenance_id(self) -> str:
+        return f"CAWS-VERDICT-{self.id}"

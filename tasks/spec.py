@@ -92,7 +92,7 @@ class AcceptanceCriterionSerializer(StrictSerializer):
 class WorkingSpecSerializer(StrictSerializer):
     title = StrictCharField(max_length=200)
     description = StrictCharField(max_length=20_000, required=False, allow_blank=True, default="")
-    risk_tier = StrictIntegerField(min_value=1, max_value=3, default=2)
+    risk_tier = StrictIntegerField(min_value=1, max_value=3, default=3)
     mode = serializers.ChoiceField(choices=["feature", "fix", "refactor", "chore"], default="feature")
     scope = ScopeSerializer(required=False)
     change_budget = ChangeBudgetSerializer(required=False)

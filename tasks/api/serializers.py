@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from tasks.models import Priority, Task, TaskEvent
+from tasks.models import Priority, Task, TaskEvent, Verdict, VerdictDecision
 from tasks.spec import StrictSerializer
 from tasks.states import TaskAction, TaskState
+from tasks.verdicts import MIN_REASON, OVERRIDE_DECISIONS
 
 ORDERINGS = {
     "-created_at": ["-created_at", "-id"],
@@ -46,8 +48,23 @@ class EventsQuerySerializer(StrictSerializer):
 
 
 class TaskActionSerializer(StrictSerializer):
-    action = serializers.ChoiceField(choices=TaskAction.values)
+    action = serializers.ChoiceField(choices=[*TaskAction.values, "override"])
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    # Only for "override": the human verdict, and guidance for "request_changes".
+    decision = serializers.ChoiceField(choices=list(OVERRIDE_DECISIONS), required=False)
+    guidance = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["action"] == "override":
+            if "decision" not in attrs:
+                raise serializers.ValidationError({"decision": ["Required for an override."]})
+            if len(attrs["reason"].strip()) < MIN_REASON:
+                raise serializers.ValidationError(
+                    {"reason": [f"An override needs a reason of at least {MIN_REASON} characters."]}
+                )
+        elif "decision" in attrs or attrs.get("guidance"):
+            raise serializers.ValidationError({"decision": ["Only an override takes a decision or guidance."]})
+        return attrs
 
 
 class CancelSerializer(StrictSerializer):
@@ -92,13 +109,41 @@ class TaskSerializer(serializers.ModelSerializer):
         return {"percent": task.progress_percent, "phase": task.progress_phase}
 
 
+class VerdictSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="provenance_id")
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Verdict
+        fields = [
+            "id",
+            "decision",
+            "automatic",
+            "decided_by",
+            "reason",
+            "score",
+            "threshold",
+            "attempt",
+            "violations",
+            "waived",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
 class TaskDetailSerializer(TaskSerializer):
     cancel = serializers.SerializerMethodField()
     events = serializers.SerializerMethodField()
+    verdict = serializers.SerializerMethodField()
 
     class Meta(TaskSerializer.Meta):
-        fields = [*TaskSerializer.Meta.fields, "spec", "result", "cancel", "events"]
+        fields = [*TaskSerializer.Meta.fields, "spec", "result", "violations", "verdict", "cancel", "events"]
         read_only_fields = fields
+
+    @extend_schema_field(VerdictSerializer(allow_null=True))
+    def get_verdict(self, task: Task) -> dict[str, Any] | None:
+        verdict = self.context.get("verdict")
+        return VerdictSerializer(verdict).data if verdict else None
 
     def get_cancel(self, task: Task) -> dict[str, Any] | None:
         if task.cancel_requested_at is None:
@@ -112,6 +157,19 @@ class TaskDetailSerializer(TaskSerializer):
 
     def get_events(self, task: Task) -> list[dict[str, Any]]:
         return TaskEventSerializer(self.context.get("latest_events", []), many=True).data
+
+
+class ProvenanceSerializer(serializers.Serializer):
+    task_id = serializers.UUIDField()
+    verdict_id = serializers.CharField()
+    decision = serializers.ChoiceField(choices=VerdictDecision.values)
+    automatic = serializers.BooleanField()
+    decided_by = serializers.CharField(allow_null=True)
+    decided_at = serializers.DateTimeField()
+    attempt = serializers.IntegerField()
+    score = serializers.FloatField(allow_null=True)
+    waived = serializers.ListField(child=serializers.DictField())
+    trailers = serializers.ListField(child=serializers.CharField())
 
 
 class TaskPageSerializer(serializers.Serializer):

@@ -10,11 +10,12 @@ from rest_framework.views import APIView
 
 from config.pagination import keyset_page
 from security.permissions import IsOperatorOrReadOnly
-from tasks import selectors, services
+from tasks import selectors, services, verdicts
 from tasks.api.serializers import (
     ORDERINGS,
     CancelSerializer,
     EventsQuerySerializer,
+    ProvenanceSerializer,
     TaskActionSerializer,
     TaskDetailSerializer,
     TaskEventPageSerializer,
@@ -35,8 +36,8 @@ def _query(serializer_class: type, request: Request) -> dict:
 
 
 def _detail(task) -> Response:
-    latest = selectors.task_latest_events(task=task)
-    return Response(TaskDetailSerializer(task, context={"latest_events": latest}).data)
+    context = {"latest_events": selectors.task_latest_events(task=task), "verdict": verdicts.latest_verdict(task)}
+    return Response(TaskDetailSerializer(task, context=context).data)
 
 
 class TaskListView(APIView):
@@ -45,6 +46,7 @@ class TaskListView(APIView):
     @extend_schema(
         parameters=[TaskListQuerySerializer],
         responses=TaskPageSerializer,
+        operation_id="tasks_list",
         summary="List tasks (filters, keyset cursor pagination)",
     )
     def get(self, request: Request) -> Response:
@@ -101,13 +103,22 @@ class TaskActionView(APIView):
     @extend_schema(
         request=TaskActionSerializer,
         responses={200: TaskDetailSerializer},
-        summary="Pause, resume, cancel or retry a task (409 when illegal from its state)",
+        summary="Pause, resume, cancel, retry or override a task (409 when illegal from its state)",
     )
     def post(self, request: Request, task_id: str) -> Response:
         body = TaskActionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        service = services.ACTION_SERVICES[body.validated_data["action"]]
-        task = service(task_id=task_id, user=request.user, reason=body.validated_data["reason"])
+        data = body.validated_data
+        if data["action"] == "override":
+            task = verdicts.task_override(
+                task_id=task_id,
+                user=request.user,
+                decision=data["decision"],
+                reason=data["reason"],
+                guidance=data["guidance"],
+            )
+        else:
+            task = services.ACTION_SERVICES[data["action"]](task_id=task_id, user=request.user, reason=data["reason"])
         return _detail(selectors.task_get(task_id=task.pk))
 
 
@@ -120,3 +131,12 @@ class TaskCancelView(APIView):
         body.is_valid(raise_exception=True)
         task = services.task_cancel(task_id=task_id, user=request.user, reason=body.validated_data["reason"])
         return _detail(selectors.task_get(task_id=task.pk))
+
+
+class TaskProvenanceView(APIView):
+    @extend_schema(responses=ProvenanceSerializer, summary="The task's verdict provenance and commit trailer lines")
+    def get(self, request: Request, task_id: str) -> Response:
+        record = verdicts.provenance(selectors.task_get(task_id=task_id))
+        if record is None:
+            return Response({"detail": "This task has no verdict yet.", "code": "no_verdict"}, status=404)
+        return Response(ProvenanceSerializer(record).data)

@@ -195,7 +195,7 @@ def test_it_refuses_an_illegal_transition(operator_client, make_task, action, st
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("action", ["override", "restart", "delete", "", "PAUSE", None])
+@pytest.mark.parametrize("action", ["restart", "delete", "", "PAUSE", None])
 def test_it_names_an_unknown_action(operator_client, make_task, action):
     task = make_task()
     before, rows = counts(), snapshot(task)

@@ -54,7 +54,7 @@ def test_it_creates_a_task_from_a_minimal_spec(operator_client, operator):
     assert body["state"] == "queued"
     assert body["title"] == "Write the release notes"
     assert body["priority"] == "medium"
-    assert body["risk_tier"] == 2
+    assert body["risk_tier"] == 3
     assert body["attempt"] == 0
     assert body["max_attempts"] == 3
     assert body["created_by"] == "otto"
@@ -66,7 +66,7 @@ def test_it_creates_a_task_from_a_minimal_spec(operator_client, operator):
     assert task.spec == {
         "title": "Write the release notes",
         "description": "",
-        "risk_tier": 2,
+        "risk_tier": 3,
         "mode": "feature",
         "acceptance": [],
         "priority": "medium",
@@ -89,7 +89,7 @@ def test_it_creates_a_task_from_a_minimal_spec(operator_client, operator):
     assert record.action == "task.create"
     assert record.resource_type == "task"
     assert record.resource_id == str(task.id)
-    assert record.data == {"title": "Write the release notes", "priority": "medium", "risk_tier": 2}
+    assert record.data == {"title": "Write the release notes", "priority": "medium", "risk_tier": 3}
 
 
 @pytest.mark.django_db

@@ -133,6 +133,6 @@ def test_it_is_read_only_for_a_viewer_too(viewer_client, make_task):
 def test_it_shows_a_task_in_a_constant_number_of_queries(viewer_client, make_task, django_assert_max_num_queries):
     task = make_task()
     viewer_client.get(url(task.id))  # warm per-process caches
-    # Token + user, groups, task with worker and users joined, latest events.
-    with django_assert_max_num_queries(4):
+    # Token + user, groups, task with worker and users joined, latest events, latest verdict.
+    with django_assert_max_num_queries(5):
         assert viewer_client.get(url(task.id)).status_code == 200

@@ -115,7 +115,7 @@ def test_a_killed_dispatchers_task_is_reclaimed_and_completes_exactly_once(
     lease_expired = TaskEvent.objects.get(task=task, type="lease_expired")
     assert lease_expired.data["lease_owner"] == "victim"
     assert TaskEvent.objects.filter(task=task, type="completed").count() == 1
-    assert AuditRecord.objects.filter(resource_id=str(task.pk), action="task.complete").count() == 1
+    assert AuditRecord.objects.filter(resource_id=str(task.pk), action="task.verdict").count() == 1
     assert AuditRecord.objects.filter(resource_id=str(task.pk), action="task.reclaim").count() == 1
     executed = Counter(
         e["idempotency_key"]

@@ -99,7 +99,7 @@ def test_an_echo_task_runs_on_the_worker_and_completes(reference_worker, dispatc
     assert task.result["status"] == "completed"
     assert task.attempt == 1
     assert event_types(task) == ["created", "attempt_started", "worker_call", "completed"]
-    assert audit_actions(task) == ["task.create", "task.start", "task.complete"]
+    assert audit_actions(task) == ["task.create", "task.start", "task.verdict"]
     call = TaskEvent.objects.get(task=task, type="worker_call").data
     assert call["url"].startswith(reference_worker.url)
     assert call["latency_ms"] >= 0

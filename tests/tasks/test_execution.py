@@ -82,7 +82,7 @@ def test_a_completed_result_completes_the_task(make_task, worker):
     task.refresh_from_db()
     assert (task.state, task.result, task.progress_percent, task.lease_owner) == ("completed", result, 100, "")
     assert event_types(task) == ["created", "attempt_started", "progress", "completed"]
-    assert audit_actions(task) == ["task.create", "task.start", "task.complete"]
+    assert audit_actions(task) == ["task.create", "task.start", "task.verdict"]
 
 
 def test_a_retryable_failure_requeues_with_backoff_until_attempts_run_out(make_task, worker, settings):
