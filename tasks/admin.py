@@ -25,14 +25,14 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from audit.services import actor_for_user, audit_record
 from config.admin_paginator import EstimatedCountPaginator
 from security import roles
 from security.redaction import redact_url
-from tasks import services, waivers
+from tasks import services, verdicts, waivers
 from tasks.admin_forms import (
     REASON_MAX_LENGTH,
     TaskActForm,
@@ -42,7 +42,7 @@ from tasks.admin_forms import (
     WaiverRequestForm,
     WorkerForm,
 )
-from tasks.exceptions import IllegalTransition, TaskNotFound
+from tasks.exceptions import IllegalTransition, InvalidOverride, TaskNotFound
 from tasks.models import Gate, Task, TaskEvent, Waiver, WaiverStatus, Worker
 from tasks.states import TaskAction, target_state
 
@@ -202,6 +202,7 @@ class TaskAdmin(admin.ModelAdmin):
             },
         ),
         ("Outcome", {"fields": ("result_json", "error")}),
+        ("Review", {"fields": ("verdict_display", "violations_json")}),
         ("Cancellation", {"fields": ("cancel_requested_at", "cancel_requested_by", "cancel_reason")}),
         ("Working spec", {"fields": ("spec_json",)}),
     )
@@ -256,6 +257,26 @@ class TaskAdmin(admin.ModelAdmin):
     def spec_json(self, obj: Task) -> str:
         return _pretty_json(obj.spec)
 
+    @admin.display(description="violations")
+    def violations_json(self, obj: Task) -> str:
+        return _pretty_json(obj.violations or None)
+
+    @admin.display(description="verdicts")
+    def verdict_display(self, obj: Task) -> str:
+        rows = [
+            format_html(
+                "<li><code>{}</code>: <strong>{}</strong> ({}{}) {} — {}</li>",
+                v.provenance_id,
+                v.decision,
+                "automatic" if v.automatic else f"by {v.decided_by.username if v.decided_by else '?'}",
+                f", score {v.score} / {v.threshold}" if v.score is not None else "",
+                v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                v.reason,
+            )
+            for v in obj.verdicts.select_related("decided_by").order_by("-created_at")[:20]
+        ]
+        return format_html("<ul>{}</ul>", format_html_join("", "{}", ((r,) for r in rows))) if rows else "-"
+
     # --- add form: the create service -----------------------------------------
 
     def get_form(self, request: HttpRequest, obj: Task | None = None, change: bool = False, **kwargs: Any) -> Any:
@@ -305,6 +326,8 @@ class TaskAdmin(admin.ModelAdmin):
             context["task_actions"] = [
                 (action.value, action.label) for action in TaskAction if target_state(action, obj.state)
             ]
+            if obj.state in verdicts.OVERRIDABLE_STATES and obj.verdicts.exists():
+                context["override_decisions"] = [(d, d.replace("_", " ")) for d in verdicts.OVERRIDE_DECISIONS]
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def get_urls(self) -> list[URLPattern]:
@@ -320,12 +343,21 @@ class TaskAdmin(admin.ModelAdmin):
         if not form.is_valid():
             return HttpResponseBadRequest("Unknown action or reason too long.")
         action = form.cleaned_data["action"]
-        service = services.ACTION_SERVICES[action]
+        reason = form.cleaned_data["reason"].strip()
         try:
-            task = service(task_id=object_id, user=request.user, reason=form.cleaned_data["reason"].strip())
+            if action == "override":
+                task = verdicts.task_override(
+                    task_id=object_id,
+                    user=request.user,
+                    decision=form.cleaned_data["decision"],
+                    reason=reason,
+                    guidance=form.cleaned_data["guidance"],
+                )
+            else:
+                task = services.ACTION_SERVICES[action](task_id=object_id, user=request.user, reason=reason)
         except TaskNotFound as exc:
             raise Http404(str(exc)) from exc
-        except IllegalTransition as exc:
+        except (IllegalTransition, InvalidOverride) as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
             self.message_user(request, f"{action.capitalize()} applied: the task is now {task.state}.")

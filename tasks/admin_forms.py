@@ -15,6 +15,7 @@ from rest_framework import serializers
 from tasks.models import Gate, Task, Waiver, Worker
 from tasks.spec import validate_spec
 from tasks.states import TaskAction
+from tasks.verdicts import OVERRIDE_DECISIONS
 from tasks.waivers import (
     MAX_WAIVER_DAYS,
     MIN_JUSTIFICATION,
@@ -88,8 +89,16 @@ class TaskActionForm(ActionForm):
 class TaskActForm(forms.Form):
     """The per-task buttons of the change page."""
 
-    action = forms.ChoiceField(choices=TaskAction.choices)
+    action = forms.ChoiceField(choices=[*TaskAction.choices, ("override", "override")])
     reason = forms.CharField(required=False, max_length=REASON_MAX_LENGTH)
+    decision = forms.ChoiceField(choices=[(d, d) for d in OVERRIDE_DECISIONS], required=False)
+    guidance = forms.CharField(required=False, max_length=10_000)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("action") == "override" and not data.get("decision"):
+            raise forms.ValidationError("An override needs a decision.")
+        return data
 
 
 class WorkerForm(forms.ModelForm):

@@ -603,3 +603,48 @@ def test_the_worker_token_is_write_only_and_encrypted(client, admin_user):
     assert client.post(change, _worker_form(max_concurrency=2)).status_code == 302
     worker.refresh_from_db()
     assert (worker.max_concurrency, worker.token) == (2, "s3cret-token")
+
+
+def test_the_change_page_shows_verdicts_and_violations_and_operators_override(client, operator, viewer, make_task):
+    from tasks.models import Verdict
+
+    task = make_task(risk_tier=1, acceptance=[{"id": "A1", "given": "g", "when": "w", "then": "t"}])
+    violation = {
+        "gate": "placeholders",
+        "rule": "placeholders.placeholder_code",
+        "severity": "critical",
+        "file": "src/a.py",
+        "line": 2,
+        "message": "PLACEHOLDER: fill in",
+        "waived_by": None,
+    }
+    Task.objects.filter(pk=task.pk).update(state="awaiting_review", attempt=1, violations=[violation])
+    verdict = Verdict.objects.create(
+        task=task,
+        attempt=1,
+        decision="changes_requested",
+        automatic=True,
+        score=0.7,
+        threshold=0.9,
+        violations=[violation],
+    )
+    console(client, viewer)
+    page = client.get(change_url(task))
+    assert verdict.provenance_id in page.text
+    assert "PLACEHOLDER: fill in" in page.text
+    assert "task-override" not in page.text  # viewers get no override form
+
+    console(client, operator)
+    page = client.get(change_url(task))
+    assert "task-override" in page.text
+    short = client.post(act_url(task), {"action": "override", "decision": "approve", "reason": "ok"})
+    assert short.status_code == 302
+    assert Task.objects.get(pk=task.pk).state == "awaiting_review"
+    response = client.post(
+        act_url(task), {"action": "override", "decision": "approve", "reason": "Reviewed, the finding is fine."}
+    )
+    assert response.status_code == 302
+    assert Task.objects.get(pk=task.pk).state == "completed"
+    record = AuditRecord.objects.get(action="task.override")
+    assert record.actor == f"user:{operator.pk}"
+    assert Verdict.objects.filter(task=task, automatic=False, decided_by=operator).count() == 1
