@@ -8,7 +8,9 @@ class AuditRecord(models.Model):
     """One decision: who did what to which resource, when and why.
 
     Records are only ever created through :func:`audit.services.audit_record`,
-    inside the transaction of the change they record.
+    inside the transaction of the change they record. They form one hash chain
+    in ``seq`` order (see :mod:`audit.chain`), and database triggers refuse any
+    UPDATE, DELETE or TRUNCATE of the table (migration 0003).
     """
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -19,15 +21,22 @@ class AuditRecord(models.Model):
     resource_id = models.CharField(max_length=100)
     data = models.JSONField(default=dict, blank=True)
     reason = models.TextField(blank=True, default="")
+    # Position in the chain: 1, 2, 3... without gaps, assigned under the chain lock. Ids cannot
+    # serve: PostgreSQL's id sequence skips the values of rolled-back inserts.
+    seq = models.PositiveBigIntegerField(unique=True, editable=False)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
 
     class Meta:
         ordering = ["-id"]
+        # Every search filter of GET /api/v1/audit, followed by its keyset order (newest first).
         indexes = [
-            models.Index(fields=["resource_type", "resource_id", "-id"], name="audit_resource_idx"),
-            models.Index(fields=["action", "-id"], name="audit_action_idx"),
-            models.Index(fields=["actor", "-id"], name="audit_actor_idx"),
-            models.Index(fields=["created_at"], name="audit_created_idx"),
+            models.Index(fields=["resource_type", "resource_id", "-created_at", "-id"], name="audit_resource_time_idx"),
+            models.Index(fields=["action", "-created_at", "-id"], name="audit_action_time_idx"),
+            models.Index(fields=["actor", "-created_at", "-id"], name="audit_actor_time_idx"),
+            models.Index(fields=["-created_at", "-id"], name="audit_time_idx"),
         ]
+        constraints = [models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_seq_from_one")]
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} {self.resource_type}:{self.resource_id}"

@@ -9,6 +9,7 @@ urlpatterns = [
     path("healthz", require_safe(healthz), name="healthz"),
     path("api/health", HealthView.as_view(), name="health"),
     path("api/v1/", include("tasks.api.urls")),
+    path("api/v1/", include("audit.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),

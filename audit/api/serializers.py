@@ -1,0 +1,86 @@
+"""Query and response shapes of GET /api/v1/audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from audit.models import AuditRecord
+
+# Newest first; the primary key breaks ties so that the keyset cursor is exact.
+ORDERING = ["-created_at", "-id"]
+
+
+class StrictQuerySerializer(serializers.Serializer):
+    """Rejects unknown query parameters, naming each one (a typo must not silently widen a search)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        errors = {key: ["Unknown field."] for key in sorted(set(data) - set(self.fields))}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not errors or not isinstance(exc.detail, dict):
+                raise
+            errors.update(exc.detail)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class CommaListField(serializers.ListField):
+    """Accepts ``?action=a,b`` as well as ``?action=a&action=b``."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if isinstance(data, str):
+            data = [data]
+        items = [part.strip() for value in data for part in str(value).split(",") if part.strip()]
+        return super().to_internal_value(items)
+
+
+class AuditQuerySerializer(StrictQuerySerializer):
+    action = CommaListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=50, help_text="exact; several: a,b"
+    )
+    actor = serializers.CharField(max_length=200, required=False, help_text="exact, e.g. user:3 or system")
+    resource_type = serializers.CharField(max_length=50, required=False)
+    resource_id = serializers.CharField(max_length=100, required=False, help_text="needs resource_type")
+    since = serializers.DateTimeField(required=False, help_text="created at or after (inclusive)")
+    until = serializers.DateTimeField(required=False, help_text="created before (exclusive)")
+    cursor = serializers.CharField(max_length=500, required=False)
+    page_size = serializers.IntegerField(min_value=1, max_value=500, required=False, default=50)
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("resource_id") and not attrs.get("resource_type"):
+            raise serializers.ValidationError({"resource_type": ["Required with resource_id."]})
+        since, until = attrs.get("since"), attrs.get("until")
+        if since and until and until <= since:
+            raise serializers.ValidationError({"until": ["Must be later than since."]})
+        return attrs
+
+
+class AuditRecordSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditRecord
+        fields = [
+            "id",
+            "seq",
+            "created_at",
+            "actor",
+            "action",
+            "resource_type",
+            "resource_id",
+            "data",
+            "reason",
+            "prev_hash",
+            "hash",
+        ]
+        read_only_fields = fields
+
+
+class AuditPageSerializer(serializers.Serializer):
+    """One page of audit records, newest first, and the URL of the next (null on the last)."""
+
+    results = AuditRecordSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
