@@ -172,8 +172,33 @@ def retry_tasks(modeladmin: TaskAdmin, request: HttpRequest, queryset: QuerySet[
     _run_bulk_action(modeladmin, request, queryset, TaskAction.RETRY)
 
 
+class ServiceOnlyAdmin(admin.ModelAdmin):
+    """Roles decide, not per-model permissions: viewers read, operators add (through the
+    model's create service) and act; nobody edits or deletes a row through a form, because
+    every change goes through a service that writes its audit record (tasks are kept for the
+    audit trail; a waiver is evidence for the verdicts that named it)."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return roles.can_view(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return roles.can_view(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return roles.can_operate(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return roles.can_operate(request.user)
+
+
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(ServiceOnlyAdmin):
     list_display = ("title", "state", "priority", "risk_tier", "attempts", "worker", "created_by", "created_at")
     list_filter = ("state", "priority", RiskTierFilter, "worker")
     list_select_related = ("worker", "created_by")
@@ -208,28 +233,6 @@ class TaskAdmin(admin.ModelAdmin):
     )
     # Everything: state changes only through the services (actions and buttons).
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
-
-    # --- permissions: roles, not per-model permissions ------------------------
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return roles.can_view(request.user)
-
-    def has_view_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
-        return roles.can_view(request.user)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return roles.can_operate(request.user)
-
-    def has_change_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
-        # No field of an existing task is edited through a form.
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
-        # Tasks are kept for the audit trail; nobody deletes them here.
-        return False
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        return roles.can_operate(request.user)
 
     # --- changelist -------------------------------------------------------------
 
@@ -536,7 +539,7 @@ def revoke_waivers(modeladmin: WaiverAdmin, request: HttpRequest, queryset: Quer
 
 
 @admin.register(Waiver)
-class WaiverAdmin(admin.ModelAdmin):
+class WaiverAdmin(ServiceOnlyAdmin):
     """Operators request waivers here; admins decide with the actions; nobody edits or deletes one.
 
     Every change goes through :mod:`tasks.waivers`, so the four-eyes rule and
@@ -569,25 +572,6 @@ class WaiverAdmin(admin.ModelAdmin):
     )
     add_fieldsets = ((None, {"fields": ("title", "reason", "gates", "justification", "expires_at", "task")}),)
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
-
-    # --- permissions: roles, not per-model permissions ------------------------
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return roles.can_view(request.user)
-
-    def has_view_permission(self, request: HttpRequest, obj: Waiver | None = None) -> bool:
-        return roles.can_view(request.user)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return roles.can_operate(request.user)
-
-    def has_change_permission(self, request: HttpRequest, obj: Waiver | None = None) -> bool:
-        # Status and decisions change only through the actions (the services).
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Waiver | None = None) -> bool:
-        # A waiver is evidence for the verdicts that named it; revoke it instead.
-        return False
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return roles.is_admin(request.user)
