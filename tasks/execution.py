@@ -22,7 +22,7 @@ from django.db.models import Count, DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import AuditEntry, audit_record, audit_records
 from tasks import bus, fleet
 from tasks.models import Task, Worker
 from tasks.services import append_event
@@ -95,6 +95,7 @@ def task_claim(
     now = timezone.now()
     actor = f"dispatcher:{dispatcher_id}"
     claims: list[Claim] = []
+    audit: list[AuditEntry] = []
     with transaction.atomic():
         candidates = list(
             Task.objects.select_for_update(skip_locked=True)
@@ -138,15 +139,19 @@ def task_claim(
                     "event_seq",
                 ]
             )
-            audit_record(
-                actor=actor,
-                action="task.start",
-                resource_type="task",
-                resource_id=task.pk,
-                data={"attempt": task.attempt, "worker": worker.name},
+            audit.append(
+                AuditEntry(
+                    actor=actor,
+                    action="task.start",
+                    resource_type="task",
+                    resource_id=task.pk,
+                    data={"attempt": task.attempt, "worker": worker.name},
+                )
             )
             deadline = now + timedelta(seconds=int(task.spec.get("timeout_s", 600)))
             claims.append(Claim(str(task.pk), task.attempt, worker.pk, task.spec, deadline))
+        # Last, in one bulk write: the audit chain's lock is held from here to the commit only.
+        audit_records(audit)
     return claims
 
 
@@ -199,14 +204,17 @@ def apply_reports(*, dispatcher_id: str, reports: list[AttemptReport]) -> None:
         ids = sorted({r.task_id for r in reports})
         tasks = {str(t.pk): t for t in Task.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
         rows: dict[str, _Row] = {}
+        audit: list[AuditEntry] = []
         for report in reports:
             task = tasks.get(report.task_id)
             if task is None:
                 continue
             row = rows.setdefault(report.task_id, _Row(task))
-            _apply_report(row, report, dispatcher_id)
+            _apply_report(row, report, dispatcher_id, audit)
         for row in rows.values():
             row.task.save(update_fields=row.dirty | {"event_seq", "updated_at"})
+        # Last, in one bulk write: the audit chain's lock is held from here to the commit only.
+        audit_records(audit)
 
 
 def _clean(value: Any) -> Any:
@@ -243,7 +251,7 @@ class _Row:
         self.dirty.update(values)
 
 
-def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str) -> None:
+def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str, audit: list[AuditEntry]) -> None:
     task = row.task
     actor = f"dispatcher:{dispatcher_id}"
     now = timezone.now()
@@ -285,22 +293,24 @@ def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str) -> None:
             append_event(task, "late_result", {"attempt": report.attempt, "result": report.result})
         _finish(row, TaskState.CANCELED, now)
         append_event(task, "canceled", {"attempt": report.attempt, "from": TaskState.CANCELING, "actor": actor})
-        audit_record(
-            actor=actor,
-            action="task.cancel_confirmed",
-            resource_type="task",
-            resource_id=task.pk,
-            data={"attempt": report.attempt},
+        audit.append(
+            AuditEntry(
+                actor=actor,
+                action="task.cancel_confirmed",
+                resource_type="task",
+                resource_id=task.pk,
+                data={"attempt": report.attempt},
+            )
         )
         return
 
     if report.kind == "stopped":
         # Stopped without a cancel or pause in the database: put it back.
-        _requeue(row, now, actor, report, delay_s=0, consume_attempt=False, why=report.error or "stopped")
+        _requeue(row, audit, now, actor, report, delay_s=0, consume_attempt=False, why=report.error or "stopped")
         return
 
     if report.kind == "not_dispatched":
-        _requeue(row, now, actor, report, delay_s=1.0, consume_attempt=False, why=report.error)
+        _requeue(row, audit, now, actor, report, delay_s=1.0, consume_attempt=False, why=report.error)
         return
 
     result = report.result or {}
@@ -317,13 +327,15 @@ def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str) -> None:
         data = {"attempt": report.attempt, "from": TaskState.RUNNING, "to": new_state, **verdict_summary(verdict)}
         event = {TaskState.COMPLETED: "completed", TaskState.FAILED: "changes_requested"}.get(new_state, new_state)
         append_event(task, event, data)
-        audit_record(actor=actor, action="task.verdict", resource_type="task", resource_id=task.pk, data=data)
+        audit.append(
+            AuditEntry(actor=actor, action="task.verdict", resource_type="task", resource_id=task.pk, data=data)
+        )
         return
 
     error = report.error or str(result.get("error") or "the worker reported a failure")
     retryable = report.retryable and result.get("retryable", True) is not False
     if retryable and task.attempt < task.max_attempts:
-        _requeue(row, now, actor, report, delay_s=retry_delay_s(task.attempt), consume_attempt=True, why=error)
+        _requeue(row, audit, now, actor, report, delay_s=retry_delay_s(task.attempt), consume_attempt=True, why=error)
         return
     _finish(row, TaskState.FAILED, now)
     row.set(error=error[:5000], result=report.result)
@@ -332,12 +344,14 @@ def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str) -> None:
         "failed",
         {"attempt": report.attempt, "from": TaskState.RUNNING, "error": error[:2000], "retryable": retryable},
     )
-    audit_record(
-        actor=actor,
-        action="task.fail",
-        resource_type="task",
-        resource_id=task.pk,
-        data={"attempt": report.attempt, "error": error[:500]},
+    audit.append(
+        AuditEntry(
+            actor=actor,
+            action="task.fail",
+            resource_type="task",
+            resource_id=task.pk,
+            data={"attempt": report.attempt, "error": error[:500]},
+        )
     )
 
 
@@ -346,7 +360,15 @@ def _finish(row: _Row, state: str, now: datetime) -> None:
 
 
 def _requeue(
-    row: _Row, now: datetime, actor: str, report: AttemptReport, *, delay_s: float, consume_attempt: bool, why: str
+    row: _Row,
+    audit: list[AuditEntry],
+    now: datetime,
+    actor: str,
+    report: AttemptReport,
+    *,
+    delay_s: float,
+    consume_attempt: bool,
+    why: str,
 ) -> None:
     task = row.task
     run_after = now + timedelta(seconds=delay_s) if delay_s else None
@@ -364,12 +386,14 @@ def _requeue(
             "counts_as_attempt": consume_attempt,
         },
     )
-    audit_record(
-        actor=actor,
-        action="task.requeue",
-        resource_type="task",
-        resource_id=task.pk,
-        data={"attempt": report.attempt, "delay_s": round(delay_s, 3), "reason": why[:300]},
+    audit.append(
+        AuditEntry(
+            actor=actor,
+            action="task.requeue",
+            resource_type="task",
+            resource_id=task.pk,
+            data={"attempt": report.attempt, "delay_s": round(delay_s, 3), "reason": why[:300]},
+        )
     )
     bus.publish({"kind": "work"})
 

@@ -8,6 +8,7 @@ database connections.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -190,17 +191,19 @@ def test_an_open_breaker_routes_work_to_another_capable_worker(start_reference_w
     settings.AGENCY_RETRY_BASE_S = 0.01
     broken = start_reference_worker("--always-fail")
     healthy = start_reference_worker()
-    register(broken, name="broken", retry_max_attempts=1, breaker_fail_max=5, breaker_reset_timeout_s=60)
+    # A fresh name: with REDIS_URL the breaker's state outlives the test in Redis.
+    name = f"broken-{uuid.uuid4().hex[:8]}"
+    register(broken, name=name, retry_max_attempts=1, breaker_fail_max=5, breaker_reset_timeout_s=60)
     d = dispatcher(concurrency=1)
     # Only the broken worker exists at first: five failed calls open its breaker.
     tasks = [task_of("echo", spec={"max_attempts": 10}) for _ in range(6)]
-    wait_for(lambda: d.breakers.is_open("broken"))
+    wait_for(lambda: d.breakers.is_open(name))
     assert len([e for e in broken.log() if e["path"] == "/execute"]) == 5
     register(healthy, name="healthy")
     for task in tasks:
         wait_for(lambda task=task: state_of(task) == "completed")
     assert len([e for e in broken.log() if e["path"] == "/execute"]) == 5  # nothing reached it while open
-    assert AuditRecord.objects.filter(action="worker.breaker_open", resource_id="broken").count() == 1
+    assert AuditRecord.objects.filter(action="worker.breaker_open", resource_id=name).count() == 1
     assert TaskEvent.objects.filter(type="breaker", data__to="open").count() == 1
 
 
