@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from audit.models import AuditRecord
+from audit.selectors import EXPORT_FIELDS
 
 # Newest first; the primary key breaks ties so that the keyset cursor is exact.
 ORDERING = ["-created_at", "-id"]
@@ -63,19 +64,7 @@ class AuditQuerySerializer(StrictQuerySerializer):
 class AuditRecordSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditRecord
-        fields = [
-            "id",
-            "seq",
-            "created_at",
-            "actor",
-            "action",
-            "resource_type",
-            "resource_id",
-            "data",
-            "reason",
-            "prev_hash",
-            "hash",
-        ]
+        fields = list(EXPORT_FIELDS)  # the API shows what the export writes
         read_only_fields = fields
 
 
