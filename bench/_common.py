@@ -302,6 +302,13 @@ def stop(proc: Proc, grace_s: float = 10.0) -> None:
         PROCS.remove(proc)
 
 
+def shield_cleanup() -> None:
+    """From here on, ignore SIGTERM and SIGINT: a second signal must not cut short the clean-up
+    that stops every process we started (the first one is what brought us here)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def stop_all(grace_s: float = 10.0) -> None:
     for proc in list(reversed(PROCS)):
         stop(proc, grace_s)

@@ -359,6 +359,7 @@ def main(argv: list[str]) -> None:
         c.stop(worker, grace_s=5)  # flushes and closes its request log
         analyse(chaos, tmp / "worker-requests.jsonl", elapsed)
     finally:
+        c.shield_cleanup()
         c.stop_all()
         if args.keep_tmp:
             log(f"kept {tmp}")

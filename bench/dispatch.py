@@ -374,6 +374,7 @@ def child_main(raw: str) -> None:
         result = RUNNERS[spec["kind"]](spec, env, tmp)
         print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
     finally:
+        c.shield_cleanup()
         c.stop_all()
         if spec.get("keep_tmp"):
             log(f"kept {tmp}")
@@ -455,18 +456,24 @@ class Driver:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+# (key for --setups, name, backend, run settings)
 THROUGHPUT_SETUPS = [
-    ("PostgreSQL, 1 dispatch process", "pg", {"mode": "dispatch", "dispatchers": 1}),
-    ("PostgreSQL, 2 dispatch processes", "pg", {"mode": "dispatch", "dispatchers": 2}),
-    ("PostgreSQL + REDIS_URL, 1 dispatch process", "pg", {"mode": "dispatch", "dispatchers": 1, "redis": True}),
-    ("SQLite, 1 dispatch process", "sqlite", {"mode": "dispatch", "dispatchers": 1}),
-    ("SQLite embedded (manage.py serve)", "sqlite", {"mode": "serve", "dispatchers": 1}),
+    ("pg1", "PostgreSQL, 1 dispatch process", "pg", {"mode": "dispatch", "dispatchers": 1}),
+    ("pg2", "PostgreSQL, 2 dispatch processes", "pg", {"mode": "dispatch", "dispatchers": 2}),
+    (
+        "pg1-redis",
+        "PostgreSQL + REDIS_URL, 1 dispatch process",
+        "pg",
+        {"mode": "dispatch", "dispatchers": 1, "redis": True},
+    ),
+    ("sqlite", "SQLite, 1 dispatch process", "sqlite", {"mode": "dispatch", "dispatchers": 1}),
+    ("serve", "SQLite embedded (manage.py serve)", "sqlite", {"mode": "serve", "dispatchers": 1}),
 ]
 
 
 def bench_throughput(driver: Driver, args: argparse.Namespace) -> None:
     results: list[tuple[str, int, dict[str, Any]]] = []
-    setups = [s for s in THROUGHPUT_SETUPS if not args.setups or any(k in s[0] for k in args.setups)]
+    setups = [s[1:] for s in THROUGHPUT_SETUPS if not args.setups or s[0] in args.setups]
     for concurrency in args.concurrency:
         for name, backend, extra in setups:
             extra = dict(extra)
@@ -676,7 +683,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0,
         help="Throughput: the worker's --capacity and Worker.max_concurrency (default: 256, above any dispatcher).",
     )
-    parser.add_argument("--setups", default="", help="Comma-separated substrings selecting throughput setups.")
+    parser.add_argument(
+        "--setups",
+        default="",
+        help="Throughput setups to run, comma-separated: " + ", ".join(s[0] for s in THROUGHPUT_SETUPS) + " (all).",
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="Offered rate of the latency phase (tasks/s).")
     parser.add_argument("--seconds", type=float, default=20.0, help="Length of the latency phase.")
     parser.add_argument("--latency-concurrency", type=int, default=32)
@@ -701,6 +712,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.rss_tasks = min(args.rss_tasks, 5000)
     args.concurrency = [int(v) for v in str(args.concurrency).split(",") if v]
     args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown_setups = set(args.setups) - {s[0] for s in THROUGHPUT_SETUPS}
+    if unknown_setups:
+        parser.error(f"unknown setup(s): {', '.join(sorted(unknown_setups))}")
     phases = [p.strip() for p in args.only.split(",") if p.strip()]
     if args.rss:
         phases = ["rss"]
@@ -736,6 +750,7 @@ def main(argv: list[str]) -> None:
                 driver, args
             )
     finally:
+        c.shield_cleanup()
         driver.close()
     print(f"\ntotal {time.monotonic() - started:.0f} s")
 
