@@ -11,25 +11,29 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, DateTimeField, ExpressionWrapper, Q
-from django.db.models.functions import Now
+from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from audit.services import AuditEntry, audit_record, audit_records
 from tasks import bus, fleet
-from tasks.models import Task, Worker
-from tasks.services import append_event
+from tasks.models import Task, TaskEvent, Worker
+from tasks.services import append_event, new_event
 from tasks.states import TaskState
 from tasks.verdicts import automatic_verdict, verdict_summary
+from tasks.writes import TaskWrites
 
 ACTIVE_STATES = (TaskState.RUNNING, TaskState.CANCELING)
+# A claim reads at most this many queued tasks for each one it may take, so that tasks no
+# worker can take now (capabilities, capacity, open breakers) do not block those behind them.
+CLAIM_READ_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -89,56 +93,28 @@ def task_claim(
     database write lock, so claims are serial. Tasks no worker can take now
     (capabilities, capacity, open breakers) stay queued; more candidates than
     ``limit`` are read so that they do not block the ones behind them.
+
+    The claimed rows are written with one UPDATE per chosen worker (the fields
+    that differ per row are relative to their locked values), their events with
+    one INSERT and their audit records last.
     """
     if limit <= 0:
         return []
     now = timezone.now()
     actor = f"dispatcher:{dispatcher_id}"
     claims: list[Claim] = []
+    events: list[TaskEvent] = []
     audit: list[AuditEntry] = []
+    by_worker: dict[int, list[Any]] = {}
     with transaction.atomic():
-        candidates = list(
-            Task.objects.select_for_update(skip_locked=True)
-            .filter(state=TaskState.QUEUED)
-            .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-            .order_by("-priority", "created_at")[: max(limit * 4, 32)]
-        )
-        for task in candidates:
-            if len(claims) >= limit:
-                break
+        for task in _due_candidates(now=now, limit=limit, wanted=lambda: limit - len(claims)):
             worker = pick_worker(task)
             if worker is None:
                 continue
-            task.state = TaskState.RUNNING
             task.attempt += 1
-            task.worker = worker
-            task.lease_owner = dispatcher_id
-            task.lease_expires_at = lease_until(lease_s)
-            task.started_at = task.started_at or now
-            task.updated_at = now
-            task.progress_percent = 0
-            task.progress_phase = ""
-            task.run_after = None
-            append_event(
-                task,
-                "attempt_started",
-                {"attempt": task.attempt, "worker": worker.name, "dispatcher": dispatcher_id, "from": "queued"},
-            )
-            task.save(
-                update_fields=[
-                    "state",
-                    "attempt",
-                    "worker",
-                    "lease_owner",
-                    "lease_expires_at",
-                    "started_at",
-                    "updated_at",
-                    "progress_percent",
-                    "progress_phase",
-                    "run_after",
-                    "event_seq",
-                ]
-            )
+            by_worker.setdefault(worker.pk, []).append(task.pk)
+            event = {"attempt": task.attempt, "worker": worker.name, "dispatcher": dispatcher_id, "from": "queued"}
+            events.append(new_event(task, "attempt_started", event))
             audit.append(
                 AuditEntry(
                     actor=actor,
@@ -150,9 +126,51 @@ def task_claim(
             )
             deadline = now + timedelta(seconds=int(task.spec.get("timeout_s", 600)))
             claims.append(Claim(str(task.pk), task.attempt, worker.pk, task.spec, deadline))
-        # Last, in one bulk write: the audit chain's lock is held from here to the commit only.
+        for worker_id, ids in by_worker.items():
+            Task.objects.filter(pk__in=ids).update(
+                state=TaskState.RUNNING,
+                attempt=F("attempt") + 1,
+                event_seq=F("event_seq") + 1,
+                worker_id=worker_id,
+                lease_owner=dispatcher_id,
+                lease_expires_at=lease_until(lease_s),
+                started_at=Coalesce("started_at", Value(now)),
+                updated_at=now,
+                progress_percent=0,
+                progress_phase="",
+                run_after=None,
+            )
+        TaskEvent.objects.bulk_create(events)
+        # Last: the audit chain's lock is held from here to the commit only.
         audit_records(audit)
     return claims
+
+
+def _due_candidates(*, now: datetime, limit: int, wanted: Callable[[], int]) -> Iterator[Task]:
+    """Due queued tasks in claim order, locked (``SKIP LOCKED``), read a page at a time.
+
+    The first page is as long as the caller's ``limit``, so a claim in the common case
+    reads (and locks) just the rows it takes. Each task the caller skips makes it read
+    further, up to ``CLAIM_READ_FACTOR * limit`` rows in all.
+    """
+    due = (
+        Task.objects.select_for_update(skip_locked=True)
+        .filter(state=TaskState.QUEUED)
+        .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+        .order_by("-priority", "created_at")
+    )
+    budget = max(limit * CLAIM_READ_FACTOR, 32)
+    seen: list[Any] = []
+    while (need := wanted()) > 0 and len(seen) < budget:
+        size = min(need if not seen else max(need, 8), budget - len(seen))
+        page = list((due.exclude(pk__in=seen) if seen else due)[:size])
+        seen += [task.pk for task in page]
+        for task in page:
+            if wanted() <= 0:
+                return
+            yield task
+        if len(page) < size:
+            return  # nothing more is due
 
 
 def lease_until(lease_s: float) -> ExpressionWrapper:
@@ -203,18 +221,12 @@ def apply_reports(*, dispatcher_id: str, reports: list[AttemptReport]) -> None:
     with transaction.atomic():
         ids = sorted({r.task_id for r in reports})
         tasks = {str(t.pk): t for t in Task.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
-        rows: dict[str, _Row] = {}
-        audit: list[AuditEntry] = []
+        writes = TaskWrites()
         for report in reports:
             task = tasks.get(report.task_id)
-            if task is None:
-                continue
-            row = rows.setdefault(report.task_id, _Row(task))
-            _apply_report(row, report, dispatcher_id, audit)
-        for row in rows.values():
-            row.task.save(update_fields=row.dirty | {"event_seq", "updated_at"})
-        # Last, in one bulk write: the audit chain's lock is held from here to the commit only.
-        audit_records(audit)
+            if task is not None:
+                _apply_report(writes, task, report, dispatcher_id)
+        writes.flush()
 
 
 def _clean(value: Any) -> Any:
@@ -238,30 +250,17 @@ def _percent(value: Any) -> int:
         return 0
 
 
-class _Row:
-    """A locked task and the fields a batch changed on it."""
-
-    def __init__(self, task: Task) -> None:
-        self.task = task
-        self.dirty: set[str] = set()
-
-    def set(self, **values: Any) -> None:
-        for name, value in values.items():
-            setattr(self.task, name, value)
-        self.dirty.update(values)
-
-
-def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str, audit: list[AuditEntry]) -> None:
-    task = row.task
+def _apply_report(w: TaskWrites, task: Task, report: AttemptReport, dispatcher_id: str) -> None:
     actor = f"dispatcher:{dispatcher_id}"
     now = timezone.now()
-    task.updated_at = now
+    w.set(task, updated_at=now)
     current = task.attempt == report.attempt and task.lease_owner == dispatcher_id and task.state in ACTIVE_STATES
     for event in report.events:
         event = _clean(event)
         if current and task.state == TaskState.RUNNING and event.get("type") == "progress":
-            row.set(progress_percent=_percent(event.get("percent")), progress_phase=str(event.get("phase") or "")[:100])
-        append_event(task, str(event.get("type") or "worker_event")[:50], {"attempt": report.attempt, **event})
+            phase = str(event.get("phase") or "")[:100]
+            w.set(task, progress_percent=_percent(event.get("percent")), progress_phase=phase)
+        w.event(task, str(event.get("type") or "worker_event")[:50], {"attempt": report.attempt, **event})
     if report.result is not None:
         report.result = _clean(report.result)
     if report.kind == "progress":
@@ -270,12 +269,10 @@ def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str, audit: l
     if not current:
         # Fencing: the attempt is stale (reclaimed, paused, canceled...).
         if report.kind in ("stopped", "not_dispatched"):
-            append_event(
-                task, "attempt_stopped", {"attempt": report.attempt, "state": task.state, "reason": report.error}
-            )
+            w.event(task, "attempt_stopped", {"attempt": report.attempt, "state": task.state, "reason": report.error})
             return
         kind = "late_result" if report.attempt == task.attempt else "stale_result"
-        append_event(
+        w.event(
             task,
             kind,
             {
@@ -290,78 +287,73 @@ def _apply_report(row: _Row, report: AttemptReport, dispatcher_id: str, audit: l
 
     if task.state == TaskState.CANCELING:
         if report.result is not None:
-            append_event(task, "late_result", {"attempt": report.attempt, "result": report.result})
-        _finish(row, TaskState.CANCELED, now)
-        append_event(task, "canceled", {"attempt": report.attempt, "from": TaskState.CANCELING, "actor": actor})
-        audit.append(
-            AuditEntry(
-                actor=actor,
-                action="task.cancel_confirmed",
-                resource_type="task",
-                resource_id=task.pk,
-                data={"attempt": report.attempt},
-            )
+            w.event(task, "late_result", {"attempt": report.attempt, "result": report.result})
+        _finish(w, task, TaskState.CANCELED, now)
+        w.event(task, "canceled", {"attempt": report.attempt, "from": TaskState.CANCELING, "actor": actor})
+        w.record(
+            actor=actor,
+            action="task.cancel_confirmed",
+            resource_type="task",
+            resource_id=task.pk,
+            data={"attempt": report.attempt},
         )
         return
 
     if report.kind == "stopped":
         # Stopped without a cancel or pause in the database: put it back.
-        _requeue(row, audit, now, actor, report, delay_s=0, consume_attempt=False, why=report.error or "stopped")
+        _requeue(w, task, now, actor, report, delay_s=0, consume_attempt=False, why=report.error or "stopped")
         return
 
     if report.kind == "not_dispatched":
-        _requeue(row, audit, now, actor, report, delay_s=1.0, consume_attempt=False, why=report.error)
+        _requeue(w, task, now, actor, report, delay_s=1.0, consume_attempt=False, why=report.error)
         return
 
     result = report.result or {}
     if report.kind == "result" and result.get("status") == "completed":
         # The gates and the automatic verdict decide where a completed result leads.
         verdict, new_state = automatic_verdict(task=task, result=result)
-        row.set(result=result, progress_percent=100, error="", violations=task.violations)
+        w.verdict(verdict)
+        w.set(task, result=result, progress_percent=100, error="", violations=task.violations)
         if new_state == TaskState.AWAITING_REVIEW:
-            row.set(state=new_state, lease_owner="", lease_expires_at=None)
+            w.set(task, state=new_state, lease_owner="", lease_expires_at=None)
         else:
-            _finish(row, new_state, now)
+            _finish(w, task, new_state, now)
         if new_state == TaskState.FAILED:
-            row.set(error=verdict.reason)
+            w.set(task, error=verdict.reason)
         data = {"attempt": report.attempt, "from": TaskState.RUNNING, "to": new_state, **verdict_summary(verdict)}
         event = {TaskState.COMPLETED: "completed", TaskState.FAILED: "changes_requested"}.get(new_state, new_state)
-        append_event(task, event, data)
-        audit.append(
-            AuditEntry(actor=actor, action="task.verdict", resource_type="task", resource_id=task.pk, data=data)
-        )
+        w.event(task, event, data)
+        w.record(actor=actor, action="task.verdict", resource_type="task", resource_id=task.pk, data=data)
         return
 
     error = report.error or str(result.get("error") or "the worker reported a failure")
     retryable = report.retryable and result.get("retryable", True) is not False
     if retryable and task.attempt < task.max_attempts:
-        _requeue(row, audit, now, actor, report, delay_s=retry_delay_s(task.attempt), consume_attempt=True, why=error)
+        _requeue(w, task, now, actor, report, delay_s=retry_delay_s(task.attempt), consume_attempt=True, why=error)
         return
-    _finish(row, TaskState.FAILED, now)
-    row.set(error=error[:5000], result=report.result)
-    append_event(
+    _finish(w, task, TaskState.FAILED, now)
+    w.set(task, error=error[:5000], result=report.result)
+    w.event(
         task,
         "failed",
         {"attempt": report.attempt, "from": TaskState.RUNNING, "error": error[:2000], "retryable": retryable},
     )
-    audit.append(
-        AuditEntry(
-            actor=actor,
-            action="task.fail",
-            resource_type="task",
-            resource_id=task.pk,
-            data={"attempt": report.attempt, "error": error[:500]},
-        )
+    w.record(
+        actor=actor,
+        action="task.fail",
+        resource_type="task",
+        resource_id=task.pk,
+        data={"attempt": report.attempt, "error": error[:500]},
     )
 
 
-def _finish(row: _Row, state: str, now: datetime) -> None:
-    row.set(state=state, finished_at=now, lease_owner="", lease_expires_at=None)
+def _finish(w: TaskWrites, task: Task, state: str, now: datetime) -> None:
+    w.set(task, state=state, finished_at=now, lease_owner="", lease_expires_at=None)
 
 
 def _requeue(
-    row: _Row,
-    audit: list[AuditEntry],
+    w: TaskWrites,
+    task: Task,
     now: datetime,
     actor: str,
     report: AttemptReport,
@@ -370,12 +362,11 @@ def _requeue(
     consume_attempt: bool,
     why: str,
 ) -> None:
-    task = row.task
     run_after = now + timedelta(seconds=delay_s) if delay_s else None
-    row.set(state=TaskState.QUEUED, lease_owner="", lease_expires_at=None, run_after=run_after, error=why[:5000])
+    w.set(task, state=TaskState.QUEUED, lease_owner="", lease_expires_at=None, run_after=run_after, error=why[:5000])
     if not consume_attempt:
-        row.set(max_attempts=task.max_attempts + 1)
-    append_event(
+        w.set(task, max_attempts=task.max_attempts + 1)
+    w.event(
         task,
         "retry_scheduled",
         {
@@ -386,14 +377,12 @@ def _requeue(
             "counts_as_attempt": consume_attempt,
         },
     )
-    audit.append(
-        AuditEntry(
-            actor=actor,
-            action="task.requeue",
-            resource_type="task",
-            resource_id=task.pk,
-            data={"attempt": report.attempt, "delay_s": round(delay_s, 3), "reason": why[:300]},
-        )
+    w.record(
+        actor=actor,
+        action="task.requeue",
+        resource_type="task",
+        resource_id=task.pk,
+        data={"attempt": report.attempt, "delay_s": round(delay_s, 3), "reason": why[:300]},
     )
     bus.publish({"kind": "work"})
 
@@ -414,47 +403,25 @@ def reap_expired_leases(*, reaper_id: str, limit: int = 100) -> list[tuple[str, 
             .filter(state__in=ACTIVE_STATES, lease_expires_at__lt=Now())
             .order_by("lease_expires_at")[:limit]
         )
+        writes = TaskWrites()
         for task in expired:
             previous, owner = task.state, task.lease_owner
             if previous == TaskState.CANCELING:
                 new_state = TaskState.CANCELED
-                task.finished_at = now
+                writes.set(task, finished_at=now)
             elif task.attempt < task.max_attempts:
                 new_state = TaskState.QUEUED
-                task.run_after = None
+                writes.set(task, run_after=None)
             else:
                 new_state = TaskState.FAILED
-                task.finished_at = now
-                task.error = f"lease expired on attempt {task.attempt} (dispatcher {owner}) and no attempts remain"
-            task.state = new_state
-            task.lease_owner = ""
-            task.lease_expires_at = None
-            task.updated_at = now
-            append_event(
-                task,
-                "lease_expired",
-                {"attempt": task.attempt, "from": previous, "to": new_state, "lease_owner": owner},
-            )
-            task.save(
-                update_fields=[
-                    "state",
-                    "finished_at",
-                    "run_after",
-                    "error",
-                    "lease_owner",
-                    "lease_expires_at",
-                    "updated_at",
-                    "event_seq",
-                ]
-            )
-            audit_record(
-                actor=actor,
-                action="task.reclaim",
-                resource_type="task",
-                resource_id=task.pk,
-                data={"attempt": task.attempt, "from": previous, "to": new_state, "lease_owner": owner},
-            )
+                error = f"lease expired on attempt {task.attempt} (dispatcher {owner}) and no attempts remain"
+                writes.set(task, finished_at=now, error=error)
+            writes.set(task, state=new_state, lease_owner="", lease_expires_at=None, updated_at=now)
+            data = {"attempt": task.attempt, "from": previous, "to": new_state, "lease_owner": owner}
+            writes.event(task, "lease_expired", data)
+            writes.record(actor=actor, action="task.reclaim", resource_type="task", resource_id=task.pk, data=data)
             reaped.append((str(task.pk), task.attempt, new_state))
+        writes.flush()
         if any(state == TaskState.QUEUED for _, _, state in reaped):
             bus.publish({"kind": "work"})
     return reaped

@@ -24,10 +24,17 @@ from tasks.spec import validate_spec
 from tasks.states import TaskAction, TaskState, target_state
 
 
+def new_event(task: Task, type: str, data: dict[str, Any]) -> TaskEvent:
+    """The next timeline entry, not yet saved; ``task`` must be locked by the caller."""
+    task.event_seq += 1
+    return TaskEvent(task=task, seq=task.event_seq, type=type, data=data)
+
+
 def append_event(task: Task, type: str, data: dict[str, Any]) -> TaskEvent:
     """Add the next timeline entry; ``task`` must be locked by the caller."""
-    task.event_seq += 1
-    return TaskEvent.objects.create(task=task, seq=task.event_seq, type=type, data=data)
+    event = new_event(task, type, data)
+    event.save(force_insert=True)
+    return event
 
 
 def lock_task(task_id: uuid.UUID | str) -> Task:

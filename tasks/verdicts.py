@@ -39,7 +39,8 @@ MIN_REASON = 10
 
 
 def automatic_verdict(*, task: Task, result: dict[str, Any]) -> tuple[Verdict, str]:
-    """Gate ``result`` and decide. ``task`` is locked by the caller, who applies the state returned."""
+    """Gate ``result`` and decide. ``task`` is locked by the caller, who applies the state returned
+    and saves the verdict (unsaved here, so that a batch of results writes its verdicts at once)."""
     violations = run_gates(spec=task.spec, result=result)
     waivers = active_waivers_for(task_id=task.pk, gates=sorted({v.gate for v in violations})) if violations else []
     kept: list[Violation] = []
@@ -62,7 +63,7 @@ def automatic_verdict(*, task: Task, result: dict[str, Any]) -> tuple[Verdict, s
         why = f"no blocking violation; score {value} meets {threshold} for risk tier {tier}"
     if waived:
         why += f"; {len(waived)} violation(s) waived"
-    verdict = Verdict.objects.create(
+    verdict = Verdict(
         task=task,
         attempt=task.attempt,
         decision=decision,
