@@ -213,15 +213,21 @@ class Dispatcher:
         refusing = {w.name for w, _config in workers.values() if self.breakers.refuses_now(w.name)}
         with self._inflight_lock:
             busy = set(self._inflight) | set(self._finishing)
-        load = execution.worker_load()
+        eligible = [w for w, _config in workers.values() if w.name not in refusing]
+        load: dict[int, int] | None = None
 
         def pick(task: Task) -> Worker | None:
+            nonlocal load
             if str(task.pk) in busy:
                 return None  # its previous attempt is still winding down here
+            if load is None:
+                # Inside the claim's transaction, and only once there is a candidate: the
+                # count must include every claim committed before ours (see worker_load).
+                load = execution.worker_load(lock=[w.pk for w in eligible])
             required = task.spec.get("capabilities") or []
             best: Worker | None = None
-            for worker, _config in workers.values():
-                if worker.name in refusing or not worker.covers(required):
+            for worker in eligible:
+                if not worker.covers(required):
                     continue
                 if load.get(worker.pk, 0) >= worker.max_concurrency:
                     continue
@@ -277,7 +283,8 @@ class Dispatcher:
             elif outcome.kind == "canceled" or item.abort.aborted:
                 client.cancel(task_id=claim.task_id, attempt=claim.attempt)
                 report = AttemptReport(claim.task_id, claim.attempt, "stopped", error=item.stop_reason or "aborted")
-            elif outcome.breaker_open:
+            elif outcome.breaker_open or outcome.at_capacity:
+                # The worker never took the attempt (breaker open, or busy): back to the queue uncounted.
                 report = AttemptReport(claim.task_id, claim.attempt, "not_dispatched", error=outcome.error)
             else:
                 report = AttemptReport(

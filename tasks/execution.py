@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
@@ -34,6 +34,8 @@ ACTIVE_STATES = (TaskState.RUNNING, TaskState.CANCELING)
 # A claim reads at most this many queued tasks for each one it may take, so that tasks no
 # worker can take now (capabilities, capacity, open breakers) do not block those behind them.
 CLAIM_READ_FACTOR = 4
+# First key of the per-worker capacity locks (pg_advisory_xact_lock(class, worker id)): "capa".
+CAPACITY_LOCK_CLASS = int.from_bytes(b"capa", "big")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class AttemptReport:
 
     ``kind`` is ``progress`` (interim ``events``), ``result`` (the worker's
     final result), ``failed`` (no result: transport or HTTP failure),
-    ``not_dispatched`` (no worker call was made, e.g. breaker open) or
+    ``not_dispatched`` (the worker did not take the attempt: its breaker was
+    open, or it answered 429 at capacity to the last try) or
     ``stopped`` (the dispatcher stopped the attempt after a cancel or pause).
     """
 
@@ -71,8 +74,26 @@ def retry_delay_s(attempt: int) -> float:
     return random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
 
 
-def worker_load() -> dict[int, int]:
-    """Active attempts per worker, across all dispatchers."""
+def worker_load(*, lock: Iterable[int] = ()) -> dict[int, int]:
+    """Active attempts per worker, across all dispatchers.
+
+    ``lock``: ids of workers whose capacity lock to take first (PostgreSQL advisory
+    locks, in id order, held until the caller's transaction ends). A claim that routes
+    to a worker takes its lock before counting, so claims by several dispatchers count
+    one after another and each sees the attempts the others committed: together they
+    never start more than the worker's ``max_concurrency``. In READ COMMITTED the count
+    is a new statement, so it sees the previous holder's commit. SQLite needs no lock:
+    its IMMEDIATE transactions already run one at a time.
+    """
+    ids = sorted(lock)
+    if ids and connection.vendor == "postgresql":
+        if not connection.in_atomic_block:
+            raise RuntimeError("worker_load(lock=...) must run inside the claim's transaction.")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, id) FROM unnest(%s::int[]) AS id ORDER BY id",
+                [CAPACITY_LOCK_CLASS, ids],
+            )
     rows = (
         Task.objects.filter(state__in=ACTIVE_STATES, worker__isnull=False).values("worker_id").annotate(n=Count("id"))
     )

@@ -63,6 +63,8 @@ class AttemptOutcome:
     was sent because the worker's breaker refused (open, or its half-open trial is taken):
     the caller routes elsewhere without counting the attempt. If the breaker opened after
     some tries, the outcome is an ordinary ``failed`` one whose error says so.
+    ``at_capacity`` is true when the last try was refused with 429: the worker is busy, it
+    did not start the work (protocol §10), so the attempt need not count either.
     """
 
     kind: str
@@ -72,6 +74,7 @@ class AttemptOutcome:
     breaker_open: bool
     http_calls: int
     latency_ms: float
+    at_capacity: bool = False
 
 
 class _BreakerRefused(Exception):
@@ -170,10 +173,15 @@ class WorkerClient:
         controller = retrying(self.config, stop_early=lambda rs: self._stop_early(ctx, rs), sleep=abort.wait)
 
         def outcome(
-            kind: str, result: dict[str, Any] | None, error: str, retryable: bool, refused: bool = False
+            kind: str,
+            result: dict[str, Any] | None,
+            error: str,
+            retryable: bool,
+            refused: bool = False,
+            at_capacity: bool = False,
         ) -> AttemptOutcome:
             latency_ms = round((time.monotonic() - started) * 1000, 1)
-            return AttemptOutcome(kind, result, error, retryable, refused, ctx.http_calls, latency_ms)
+            return AttemptOutcome(kind, result, error, retryable, refused, ctx.http_calls, latency_ms, at_capacity)
 
         try:
             result = controller(self._try, ctx)
@@ -191,7 +199,7 @@ class WorkerClient:
                 return outcome("canceled", None, "aborted", retryable=False)
             if failure.deadline:
                 self.cancel(task_id=task_id, attempt=attempt)
-            return outcome("failed", None, failure.message, failure.retryable)
+            return outcome("failed", None, failure.message, failure.retryable, at_capacity=failure.status == 429)
         if result["status"] == "failed":
             return outcome("result", result, str(result.get("error", "")), result.get("retryable", True) is not False)
         return outcome("result", result, "", retryable=False)

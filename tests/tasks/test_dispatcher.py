@@ -207,6 +207,52 @@ def test_an_open_breaker_routes_work_to_another_capable_worker(start_reference_w
     assert TaskEvent.objects.filter(type="breaker", data__to="open").count() == 1
 
 
+def test_a_worker_busy_with_429_puts_the_task_back_without_using_up_its_attempts(
+    start_reference_worker, dispatcher, task_of
+):
+    # The worker runs one execution at a time, but is registered for four (shared with another
+    # control plane, or misconfigured): the second task is refused with 429 until the first ends.
+    small = start_reference_worker("--capacity", "1")
+    register(small, max_concurrency=4, retry_max_attempts=1)
+    dispatcher(concurrency=4)
+    first = task_of("sleep", seconds=3.5, interval_s=0.1)
+    wait_for(lambda: "progress" in event_types(first))
+    second = task_of("echo", spec={"max_attempts": 2})
+    wait_for(lambda: state_of(second) == "completed", timeout=30)
+    second.refresh_from_db()
+    refused = [e for e in small.log(task_id=str(second.pk)) if e["path"] == "/execute" and e["status"] == 429]
+    assert len(refused) >= 2  # more refusals than the task's two attempts: none of them counted
+    assert second.attempt == len(refused) + 1
+    assert second.max_attempts == 2 + len(refused)
+    requeues = TaskEvent.objects.filter(task=second, type="retry_scheduled").order_by("seq")
+    assert [e.data["counts_as_attempt"] for e in requeues] == [False] * len(refused)
+    assert "429" in requeues.first().data["error"]
+
+
+def test_two_dispatchers_together_never_start_more_than_a_workers_max_concurrency(
+    start_reference_worker, dispatcher, task_of
+):
+    # The worker's own capacity equals max_concurrency: any overshoot would be answered 429.
+    running = start_reference_worker("--capacity", "3")
+    register(running, max_concurrency=3, retry_max_attempts=1)
+    dispatcher(concurrency=8, dispatcher_id="capacity-a")
+    dispatcher(concurrency=8, dispatcher_id="capacity-b")
+    tasks = [task_of("sleep", seconds=0.4, interval_s=0.1) for _ in range(12)]
+    peak = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        active = Task.objects.filter(state__in=["running", "canceling"]).count()
+        peak = max(peak, active)
+        if Task.objects.filter(pk__in=[t.pk for t in tasks], state="completed").count() == len(tasks):
+            break
+        time.sleep(0.01)
+    assert Task.objects.filter(pk__in=[t.pk for t in tasks], state="completed").count() == len(tasks)
+    assert peak <= 3
+    assert not [e for e in running.log() if e["path"] == "/execute" and e["status"] == 429]
+    owners = set(TaskEvent.objects.filter(type="attempt_started").values_list("data__dispatcher", flat=True))
+    assert owners == {"capacity-a", "capacity-b"}  # both took work, one after the other
+
+
 def test_a_task_nobody_can_take_stays_queued(reference_worker, dispatcher, operator):
     register(reference_worker)
     dispatcher()

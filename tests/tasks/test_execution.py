@@ -201,3 +201,56 @@ def test_malformed_worker_json_is_stored_safely_and_the_task_still_completes(mak
     assert task.state == "completed"
     assert task.result == {"status": "completed", "output": "ab", "score": None}
     assert task.progress_percent == 100
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_counting_a_workers_load_waits_for_the_claim_that_holds_its_capacity_lock(worker):
+    import threading
+
+    from django.db import connection, transaction
+
+    for _ in range(4):
+        services.task_create(spec={"title": "t", "capabilities": ["python"]})
+    holding, release = threading.Event(), threading.Event()
+    seen: dict[str, dict[int, int]] = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                seen["first"] = execution.worker_load(lock=[worker.pk])
+                claim(worker, limit=3)
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def second() -> None:
+        try:
+            with transaction.atomic():
+                seen["second"] = execution.worker_load(lock=[worker.pk])
+        finally:
+            connection.close()
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert holding.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.5)
+    assert b.is_alive()  # waiting for the first claim's commit
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert seen == {"first": {}, "second": {worker.pk: 3}}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_load_with_locks_refuses_to_run_outside_a_transaction(worker):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        assert execution.worker_load(lock=[worker.pk]) == {}  # SQLite: nothing to lock
+        return
+    with pytest.raises(RuntimeError, match="inside the claim's transaction"):
+        execution.worker_load(lock=[worker.pk])
