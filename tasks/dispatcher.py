@@ -371,10 +371,16 @@ class Dispatcher:
             close_old_connections()
 
     def _finished_writing(self, reports: list[AttemptReport]) -> None:
+        finished = False
         with self._inflight_lock:
             for report in reports:
                 if report.kind != "progress" and self._finishing.get(report.task_id) == report.attempt:
                     del self._finishing[report.task_id]
+                    finished = True
+        if finished:
+            # The attempts no longer count against their workers' capacity (which the claim
+            # reads from the database): a loop that found a worker full can claim again now.
+            self._wake.set()
 
     # -- keeper ----------------------------------------------------------------
     def _keeper(self) -> None:

@@ -233,10 +233,11 @@ def test_two_dispatchers_together_never_start_more_than_a_workers_max_concurrenc
     start_reference_worker, dispatcher, task_of
 ):
     # The worker's own capacity equals max_concurrency: any overshoot would be answered 429.
+    # Neither dispatcher can fill the worker alone (2 slots each), together they could (4 > 3).
     running = start_reference_worker("--capacity", "3")
     register(running, max_concurrency=3, retry_max_attempts=1)
-    dispatcher(concurrency=8, dispatcher_id="capacity-a")
-    dispatcher(concurrency=8, dispatcher_id="capacity-b")
+    dispatcher(concurrency=2, dispatcher_id="capacity-a")
+    dispatcher(concurrency=2, dispatcher_id="capacity-b")
     tasks = [task_of("sleep", seconds=0.4, interval_s=0.1) for _ in range(12)]
     peak = 0
     deadline = time.monotonic() + 30
@@ -247,10 +248,23 @@ def test_two_dispatchers_together_never_start_more_than_a_workers_max_concurrenc
             break
         time.sleep(0.01)
     assert Task.objects.filter(pk__in=[t.pk for t in tasks], state="completed").count() == len(tasks)
-    assert peak <= 3
+    assert peak == 3
     assert not [e for e in running.log() if e["path"] == "/execute" and e["status"] == 429]
     owners = set(TaskEvent.objects.filter(type="attempt_started").values_list("data__dispatcher", flat=True))
     assert owners == {"capacity-a", "capacity-b"}  # both took work, one after the other
+
+
+def test_a_worker_full_of_finishing_attempts_is_claimed_for_again_as_soon_as_they_are_written(
+    reference_worker, dispatcher, task_of
+):
+    # max_concurrency equal to the dispatcher's slots (as `serve` registers its own worker): a
+    # finished attempt counts against the worker until its result is written, and the write,
+    # not the 5 s poll, must wake the loop to claim the next task.
+    register(reference_worker, max_concurrency=1)
+    dispatcher(concurrency=1, poll_s=5.0)
+    time.sleep(0.2)  # past the loop's first poll
+    tasks = [task_of("echo") for _ in range(4)]
+    wait_for(lambda: Task.objects.filter(pk__in=[t.pk for t in tasks], state="completed").count() == 4, timeout=4.5)
 
 
 def test_a_task_nobody_can_take_stays_queued(reference_worker, dispatcher, operator):
