@@ -233,6 +233,7 @@ class WorkerBreaker:
         self._storage = storage
         self._coordination = coordination
         self._listener = listener
+        self._shared = isinstance(coordination, _RedisCoordination)
         self._lock = threading.Lock()
         # No listeners are registered with pybreaker: it would also report transitions other
         # processes made (each process would then write the same audit record).
@@ -270,6 +271,10 @@ class WorkerBreaker:
 
     def acquire(self) -> Permit | None:
         """A permit to call the worker, or None when the breaker refuses (open, or a trial is in flight)."""
+        if self._storage.state == pybreaker.STATE_CLOSED:
+            # The common case, without the lock: with Redis it is one read, and holding a
+            # process-wide lock across it would queue every call to this worker behind it.
+            return Permit(self, trial=False)
         changes: list[tuple[str, str]] = []
         with self._lock:
             state = self._storage.state
@@ -310,16 +315,21 @@ class WorkerBreaker:
             return
         if ok is None:
             return
+        if ok:
+            # A success ends any run of consecutive failures, whatever the state: open and
+            # half-open do not use the counter, and closing resets it anyway. In Redis the
+            # reset is one atomic write, made outside the lock for the same reason as above.
+            if self._shared:
+                self._storage.reset_counter()
+            else:
+                with self._lock:
+                    self._storage.reset_counter()
+            return
         changes: list[tuple[str, str]] = []
         with self._lock:
-            closed = self._storage.state == pybreaker.STATE_CLOSED
-            if ok:
-                if closed:
-                    self._storage.reset_counter()
-            else:
-                self._storage.increment_counter()
-                if closed and self._storage.counter >= self._cb.fail_max:
-                    self._transition(pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, changes)
+            self._storage.increment_counter()
+            if self._storage.state == pybreaker.STATE_CLOSED and self._storage.counter >= self._cb.fail_max:
+                self._transition(pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, changes)
         self._notify(changes)
 
     def _transition(self, old: str, new: str, changes: list[tuple[str, str]]) -> bool:
