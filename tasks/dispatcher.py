@@ -34,7 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from tasks import bus, execution, fleet, waivers
+from tasks import bus, execution, fleet, leases, waivers
 from tasks.breakers import BreakerRegistry
 from tasks.execution import AttemptReport, Claim
 from tasks.models import Task, Worker
@@ -400,7 +400,7 @@ class Dispatcher:
                         self._stop_what_the_database_says(attempts)
                         next_poll = now + self.poll_s
                     if now >= next_reap:
-                        reaped = execution.reap_expired_leases(reaper_id=self.id)
+                        reaped = leases.reap_expired_leases(reaper_id=self.id)
                         self.stats.reaped += len(reaped)
                         next_reap = now + self.reap_s
                     if now >= next_refresh:
@@ -421,7 +421,7 @@ class Dispatcher:
 
     def _renew(self, task_ids: list[str], inflight: int) -> None:
         try:
-            execution.renew_leases(dispatcher_id=self.id, task_ids=task_ids, lease_s=self.lease_s)
+            leases.renew_leases(dispatcher_id=self.id, task_ids=task_ids, lease_s=self.lease_s)
             fleet.dispatcher_heartbeat(dispatcher_id=self.id, concurrency=self.concurrency, inflight=inflight)
             self._last_renewed = time.monotonic()
         except Exception:
@@ -460,7 +460,7 @@ class Dispatcher:
                 close_old_connections()
 
     def _stop_what_the_database_says(self, attempts: dict[str, int]) -> None:
-        for task_id, state in execution.attempts_to_stop(dispatcher_id=self.id, attempts=attempts).items():
+        for task_id, state in leases.attempts_to_stop(dispatcher_id=self.id, attempts=attempts).items():
             with self._inflight_lock:
                 item = self._inflight.get(task_id)
             if item is not None and item.claim.attempt == attempts[task_id]:

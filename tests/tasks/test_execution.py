@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditRecord
-from tasks import execution, services
+from tasks import execution, leases, services
 from tasks.execution import AttemptReport
 from tasks.models import Task, TaskEvent, Worker
 
@@ -111,7 +111,7 @@ def test_a_stale_attempts_result_is_recorded_and_never_applied(make_task, worker
     task = make_task()
     [first] = claim(worker)
     Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert execution.reap_expired_leases(reaper_id="reaper") == [(str(task.pk), 1, "queued")]
+    assert leases.reap_expired_leases(reaper_id="reaper") == [(str(task.pk), 1, "queued")]
     [second] = claim(worker, dispatcher="other:2:def")
     assert second.attempt == 2
     execution.apply_reports(
@@ -166,7 +166,7 @@ def test_the_reaper_cancels_an_orphaned_canceling_task_and_fails_one_out_of_atte
     claim(worker)
     services.task_cancel(task_id=canceling.pk, user=operator)
     Task.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    reaped = {tid: state for tid, _, state in execution.reap_expired_leases(reaper_id="r")}
+    reaped = {tid: state for tid, _, state in leases.reap_expired_leases(reaper_id="r")}
     assert reaped == {str(canceling.pk): "canceled", str(last.pk): "failed"}
     assert audit_actions(last)[-1] == "task.reclaim"
 
@@ -176,7 +176,7 @@ def test_attempts_to_stop_names_canceled_paused_and_reclaimed_attempts(make_task
     claims = {cl.task_id: cl.attempt for cl in claim(worker)}
     services.task_cancel(task_id=a.pk, user=operator)
     services.task_pause(task_id=b.pk, user=operator)
-    stop = execution.attempts_to_stop(dispatcher_id=D, attempts=claims)
+    stop = leases.attempts_to_stop(dispatcher_id=D, attempts=claims)
     assert stop == {str(a.pk): "canceling", str(b.pk): "paused"}
     assert str(c.pk) not in stop
 
