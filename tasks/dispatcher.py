@@ -264,8 +264,14 @@ class Dispatcher:
             if event.get("type") != "result":
                 put(AttemptReport(claim.task_id, claim.attempt, "progress", events=[event]))
 
+        held: list[dict[str, Any]] = []
+
         def on_call(call: dict[str, Any]) -> None:
-            put(AttemptReport(claim.task_id, claim.attempt, "progress", events=[{"type": "worker_call", **call}]))
+            event = {"type": "worker_call", **call}
+            if call.get("error") is None and 200 <= (call.get("status") or 0) < 300:
+                held.append(event)  # the outcome follows at once: the record travels with it
+            else:
+                put(AttemptReport(claim.task_id, claim.attempt, "progress", events=[event]))
 
         try:
             outcome = client.execute(
@@ -295,6 +301,7 @@ class Dispatcher:
             report = AttemptReport(claim.task_id, claim.attempt, "failed", error=f"dispatcher error: {exc}")
         finally:
             _current_task.task_id = None
+        report.events = held + report.events
         with self._inflight_lock:
             self._finishing[claim.task_id] = claim.attempt
             if self._inflight.get(claim.task_id) is item:
