@@ -95,8 +95,8 @@ class _Attempt:
 
     task_id: str
     attempt: int
-    # Prepared once, sent as a copy by every try: Session.post would merge the session's
-    # settings into it each time, which costs more CPU than the rest of the call.
+    # Prepared once, sent as a copy by every try (Session.post would rebuild it and merge the
+    # session's settings into it each time; bench/worker_client.py measures the difference).
     request: requests.PreparedRequest
     give_up_at: float  # monotonic: the deadline plus grace
     deadline_at: float  # monotonic: no try starts after this
