@@ -1,10 +1,10 @@
 """Bulk writes for the dispatcher's transactions over many locked tasks.
 
 A claim or a writer batch changes tens of tasks at once. Saving each row and
-creating each event and verdict one by one costs a statement and about half a
-millisecond of Django each, which capped a PostgreSQL dispatcher at 110-170
-tasks/s (docs/performance.md). :class:`TaskWrites` collects the changes of one
-transaction and :meth:`TaskWrites.flush` writes them with one UPDATE statement
+creating each event and verdict one by one costs a statement and the ORM's work
+each, which capped PostgreSQL dispatch at 177-189 tasks/s (docs/performance.md).
+:class:`TaskWrites` collects the changes of one transaction and
+:meth:`TaskWrites.flush` writes them with one UPDATE statement
 per set of changed fields (``executemany``, which psycopg pipelines), one INSERT
 per table, and the audit records last, so the audit chain lock is held only
 from there to the commit.
