@@ -174,7 +174,7 @@ def bulk_create_tasks(specs: Sequence[dict[str, Any]], *, batch: int = 1000) -> 
     from django.db import transaction
 
     from audit.services import AuditEntry, audit_records
-    from tasks import bus
+    from tasks.dispatch import bus
     from tasks.models import Priority, Task, TaskEvent
     from tasks.spec import validate_spec
 

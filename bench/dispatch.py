@@ -178,7 +178,7 @@ def run_throughput(spec: dict[str, Any], env: dict[str, str], tmp: Path) -> dict
 
 
 def _start_inprocess_dispatcher(concurrency: int) -> Any:
-    from tasks.dispatcher import Dispatcher
+    from tasks.dispatch.dispatcher import Dispatcher
 
     dispatcher = Dispatcher(concurrency=concurrency)
     dispatcher.start()

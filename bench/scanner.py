@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tasks.gates.placeholders import ScanReport, scan_paths  # noqa: E402
+from tasks.review.gates.placeholders import ScanReport, scan_paths  # noqa: E402
 
 WORDS = ("task", "worker", "lease", "attempt", "verdict", "gate", "audit", "queue", "retry", "cursor", "scope")
 # Marker words inside string literals and identifiers: data, never findings.

@@ -51,9 +51,9 @@ def main(argv: list[str]) -> None:
 
     import requests
 
-    from tasks.breakers import BreakerRegistry
-    from tasks.worker_client import AbortHandle, WorkerClient, WorkerConfig
-    from tasks.worker_client.transport import thread_session
+    from tasks.dispatch.breakers import BreakerRegistry
+    from tasks.dispatch.worker_client import AbortHandle, WorkerClient, WorkerConfig
+    from tasks.dispatch.worker_client.transport import thread_session
 
     try:
         worker = c.start_worker(capacity=64, tmp=tmp)

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from tasks.exceptions import IllegalTransition, InvalidOverride, TaskNotFound
-from tasks.waivers import IllegalWaiverTransition, WaiverForbidden, WaiverNotFound
+from tasks.review.waivers import IllegalWaiverTransition, WaiverForbidden, WaiverNotFound
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

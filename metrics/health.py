@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
-from tasks import fleet
+from tasks.dispatch import fleet
 
 STARTED_AT = time.monotonic()
 LAYER_TIMEOUT_S = 1.0

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import actor_for_user, audit_record
-from tasks import bus
+from tasks.dispatch import bus
 from tasks.exceptions import IllegalTransition, TaskNotFound
 from tasks.models import Priority, Task, TaskEvent
 from tasks.spec import validate_spec

@@ -6,9 +6,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from tasks.models import Priority, Task, TaskEvent, Verdict, VerdictDecision
+from tasks.review.verdicts import MIN_REASON, OVERRIDE_DECISIONS
 from tasks.spec import StrictSerializer
 from tasks.states import TaskAction, TaskState
-from tasks.verdicts import MIN_REASON, OVERRIDE_DECISIONS
 
 ORDERINGS = {
     "-created_at": ["-created_at", "-id"],

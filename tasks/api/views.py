@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from config.pagination import keyset_page
 from security.permissions import IsOperatorOrReadOnly
-from tasks import selectors, services, verdicts
+from tasks import selectors, services
 from tasks.api.serializers import (
     ORDERINGS,
     CancelSerializer,
@@ -25,6 +25,7 @@ from tasks.api.serializers import (
     TaskSerializer,
 )
 from tasks.models import Priority
+from tasks.review import verdicts
 from tasks.spec import WorkingSpecSerializer
 
 

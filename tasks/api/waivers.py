@@ -1,7 +1,7 @@
 """Waiver API: request, list, read, approve, reject and revoke waivers.
 
 Thin views: each validates its input, calls one service or selector of
-:mod:`tasks.waivers` and serializes the result. The services check the roles
+:mod:`tasks.review.waivers` and serializes the result. The services check the roles
 and the four-eyes rule again, so the permission classes here only give the
 early, uniform 401/403 that every API view gives.
 """
@@ -18,9 +18,9 @@ from rest_framework.views import APIView
 
 from config.pagination import keyset_page
 from security.permissions import IsAdminRole, IsOperatorOrReadOnly
-from tasks import waivers
 from tasks.api.serializers import CommaListField
 from tasks.models import Gate, Waiver, WaiverStatus
+from tasks.review import waiver_selectors, waivers
 from tasks.spec import StrictSerializer
 
 # Newest first, on the (created_at, id) index.
@@ -96,7 +96,7 @@ def _body(serializer_class: type[StrictSerializer], request: Request) -> dict[st
 
 def _detail(waiver: Waiver, *, status_code: int = status.HTTP_200_OK) -> Response:
     # Re-read with the related users, whatever the service returned.
-    fresh = waivers.waiver_get(waiver_id=waiver.pk)
+    fresh = waiver_selectors.waiver_get(waiver_id=waiver.pk)
     return Response(WaiverSerializer(fresh).data, status=status_code)
 
 
@@ -111,7 +111,9 @@ class WaiverListView(APIView):
     )
     def get(self, request: Request) -> Response:
         params = _query(WaiverListQuerySerializer, request)
-        qs = waivers.waiver_list(statuses=params.get("status"), task_id=params.get("task"), gate=params.get("gate"))
+        qs = waiver_selectors.waiver_list(
+            statuses=params.get("status"), task_id=params.get("task"), gate=params.get("gate")
+        )
         page = keyset_page(qs, ordering=ORDERING, cursor=params.get("cursor"), page_size=params["page_size"])
         next_url = None
         if page.next_cursor:
@@ -147,7 +149,7 @@ class WaiverDetailView(APIView):
         summary="A waiver",
     )
     def get(self, request: Request, waiver_id: str) -> Response:
-        return Response(WaiverSerializer(waivers.waiver_get(waiver_id=waiver_id)).data)
+        return Response(WaiverSerializer(waiver_selectors.waiver_get(waiver_id=waiver_id)).data)
 
 
 class WaiverApproveView(APIView):

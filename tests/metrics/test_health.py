@@ -12,7 +12,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from metrics import health
-from tasks import fleet
+from tasks.dispatch import fleet
 from tasks.models import DispatcherProcess, Worker
 
 

@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from audit.models import AuditRecord
 from config.admin_paginator import EstimatedCountPaginator, is_unfiltered
-from tasks import admin as task_admin
+from tasks.admin import tasks as task_admin
 from tasks import services
 from tasks.models import Task, TaskEvent, Worker
 

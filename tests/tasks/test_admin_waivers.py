@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditRecord
-from tasks import admin as task_admin
+from tasks.admin import waivers as task_admin
 from tasks.models import Waiver
 
 CHANGELIST = reverse("admin:tasks_waiver_changelist")

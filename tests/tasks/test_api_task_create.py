@@ -16,7 +16,7 @@ FULL_SPEC: dict[str, Any] = {
     "description": "Retries must stop after max_attempts.",
     "risk_tier": 1,
     "mode": "fix",
-    "scope": {"in": ["tasks/dispatcher.py", "tasks/"], "out": ["tasks/migrations"]},
+    "scope": {"in": ["tasks/dispatch/dispatcher.py", "tasks/"], "out": ["tasks/migrations"]},
     "change_budget": {"max_files": 5, "max_lines": 200},
     "acceptance": [
         {"id": "A1", "given": "a failing worker", "when": "the task runs", "then": "it is retried"},
@@ -104,7 +104,7 @@ def test_it_creates_a_task_from_a_full_spec(operator_client):
     assert task.max_attempts == 5
     assert task.state == "queued"
     # Paths lose a trailing slash; capabilities are deduplicated and sorted.
-    assert task.spec["scope"] == {"in": ["tasks/dispatcher.py", "tasks"], "out": ["tasks/migrations"]}
+    assert task.spec["scope"] == {"in": ["tasks/dispatch/dispatcher.py", "tasks"], "out": ["tasks/migrations"]}
     assert task.spec["capabilities"] == ["git", "python"]
     assert task.spec["change_budget"] == {"max_files": 5, "max_lines": 200}
     assert task.spec["acceptance"] == FULL_SPEC["acceptance"]

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tasks.gates.placeholders import DEFAULT_EXCLUDED_DIRS, Finding, ScanReport, Severity, scan_paths
+from tasks.review.gates.placeholders import DEFAULT_EXCLUDED_DIRS, Finding, ScanReport, Severity, scan_paths
 
 FAIL_LEVELS = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from tasks.dispatcher import Dispatcher
+from tasks.dispatch.dispatcher import Dispatcher
 
 
 class Command(BaseCommand):

@@ -16,9 +16,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks import verdicts
 from tasks.exceptions import TaskNotFound
 from tasks.models import Verdict, VerdictDecision
+from tasks.review import verdicts
 from tasks.selectors import task_get
 
 _TRAILER = re.compile(r"^(Agency-Task|Agency-Verdict):\s*(\S+)\s*$", re.MULTILINE)

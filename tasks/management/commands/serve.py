@@ -19,7 +19,7 @@ from django.db import transaction
 
 from audit.services import audit_record
 from security.redaction import redact_url
-from tasks.dispatcher import Dispatcher
+from tasks.dispatch.dispatcher import Dispatcher
 from tasks.models import Worker
 from tasks.reference_worker.server import ReferenceWorkerServer
 from tasks.reference_worker.server import WorkerConfig as ReferenceConfig

@@ -1,0 +1,2 @@
+"""Dispatch: the dispatcher process, claims, leases, bulk writes, the bus, the fleet registry,
+circuit breakers and the worker client."""

@@ -1,0 +1,160 @@
+"""Claims: a dispatcher takes due queued tasks and starts an attempt on each.
+
+Like :mod:`tasks.services`, every state change locks the task row, checks where it
+stands, and writes the new state, its TaskEvent and its audit record in one
+transaction. Leases of the attempts started here: :mod:`tasks.dispatch.leases`;
+what the attempts come to: :mod:`tasks.dispatch.reports`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from audit.services import AuditEntry, audit_records
+from tasks.dispatch.leases import ACTIVE_STATES, lease_until
+from tasks.models import Task, TaskEvent, Worker
+from tasks.services import new_event
+from tasks.states import TaskState
+
+# A claim reads at most this many queued tasks for each one it may take, so that tasks no
+# worker can take now (capabilities, capacity, open breakers) do not block those behind them.
+CLAIM_READ_FACTOR = 4
+# First key of the per-worker capacity locks (pg_advisory_xact_lock(class, worker id)): "capa".
+CAPACITY_LOCK_CLASS = int.from_bytes(b"capa", "big")
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: str
+    attempt: int
+    worker_id: int
+    spec: dict[str, Any]
+    deadline: datetime
+
+
+def worker_load(*, lock: Iterable[int] = ()) -> dict[int, int]:
+    """Active attempts per worker, across all dispatchers.
+
+    ``lock``: ids of workers whose capacity lock to take first (PostgreSQL advisory
+    locks, in id order, held until the caller's transaction ends). A claim that routes
+    to a worker takes its lock before counting, so claims by several dispatchers count
+    one after another and each sees the attempts the others committed: together they
+    never start more than the worker's ``max_concurrency``. In READ COMMITTED the count
+    is a new statement, so it sees the previous holder's commit. SQLite needs no lock:
+    its IMMEDIATE transactions already run one at a time.
+    """
+    ids = sorted(lock)
+    if ids and connection.vendor == "postgresql":
+        if not connection.in_atomic_block:
+            raise RuntimeError("worker_load(lock=...) must run inside the claim's transaction.")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, id) FROM unnest(%s::int[]) AS id ORDER BY id",
+                [CAPACITY_LOCK_CLASS, ids],
+            )
+    rows = (
+        Task.objects.filter(state__in=ACTIVE_STATES, worker__isnull=False).values("worker_id").annotate(n=Count("id"))
+    )
+    return {row["worker_id"]: row["n"] for row in rows}
+
+
+def task_claim(
+    *,
+    dispatcher_id: str,
+    limit: int,
+    pick_worker: Callable[[Task], Worker | None],
+    lease_s: float,
+) -> list[Claim]:
+    """Claim up to ``limit`` due queued tasks and start an attempt on each.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets dispatchers claim side by side
+    without waiting on each other. SQLite: the IMMEDIATE transaction holds the
+    database write lock, so claims are serial. Tasks no worker can take now
+    (capabilities, capacity, open breakers) stay queued; more candidates than
+    ``limit`` are read so that they do not block the ones behind them.
+
+    The claimed rows are written with one UPDATE per chosen worker (the fields
+    that differ per row are relative to their locked values), their events with
+    one INSERT and their audit records last.
+    """
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    actor = f"dispatcher:{dispatcher_id}"
+    claims: list[Claim] = []
+    events: list[TaskEvent] = []
+    audit: list[AuditEntry] = []
+    by_worker: dict[int, list[Any]] = {}
+    with transaction.atomic():
+        for task in _due_candidates(now=now, limit=limit, wanted=lambda: limit - len(claims)):
+            worker = pick_worker(task)
+            if worker is None:
+                continue
+            task.attempt += 1
+            by_worker.setdefault(worker.pk, []).append(task.pk)
+            event = {"attempt": task.attempt, "worker": worker.name, "dispatcher": dispatcher_id, "from": "queued"}
+            events.append(new_event(task, "attempt_started", event))
+            audit.append(
+                AuditEntry(
+                    actor=actor,
+                    action="task.start",
+                    resource_type="task",
+                    resource_id=task.pk,
+                    data={"attempt": task.attempt, "worker": worker.name},
+                )
+            )
+            deadline = now + timedelta(seconds=int(task.spec.get("timeout_s", 600)))
+            claims.append(Claim(str(task.pk), task.attempt, worker.pk, task.spec, deadline))
+        for worker_id, ids in by_worker.items():
+            Task.objects.filter(pk__in=ids).update(
+                state=TaskState.RUNNING,
+                attempt=F("attempt") + 1,
+                event_seq=F("event_seq") + 1,
+                worker_id=worker_id,
+                lease_owner=dispatcher_id,
+                lease_expires_at=lease_until(lease_s),
+                started_at=Coalesce("started_at", Value(now)),
+                updated_at=now,
+                progress_percent=0,
+                progress_phase="",
+                run_after=None,
+            )
+        TaskEvent.objects.bulk_create(events)
+        # Last: the audit chain's lock is held from here to the commit only.
+        audit_records(audit)
+    return claims
+
+
+def _due_candidates(*, now: datetime, limit: int, wanted: Callable[[], int]) -> Iterator[Task]:
+    """Due queued tasks in claim order, locked (``SKIP LOCKED``), read a page at a time.
+
+    The first page is as long as the caller's ``limit``, so a claim in the common case
+    reads (and locks) just the rows it takes. Each task the caller skips makes it read
+    further, up to ``CLAIM_READ_FACTOR * limit`` rows in all.
+    """
+    due = (
+        Task.objects.select_for_update(skip_locked=True)
+        .filter(state=TaskState.QUEUED)
+        .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+        .order_by("-priority", "created_at")
+    )
+    budget = max(limit * CLAIM_READ_FACTOR, 32)
+    seen: list[Any] = []
+    while (need := wanted()) > 0 and len(seen) < budget:
+        size = min(need if not seen else max(need, 8), budget - len(seen))
+        page = list((due.exclude(pk__in=seen) if seen else due)[:size])
+        seen += [task.pk for task in page]
+        for task in page:
+            if wanted() <= 0:
+                return
+            yield task
+        if len(page) < size:
+            return  # nothing more is due
