@@ -76,6 +76,7 @@ def seed(rows: int) -> str:
     """Bring the tasks table to ``rows`` rows; returns the id of the task with 1,000 events."""
     from django.db import connection
 
+    from security.principals import SYSTEM
     from tasks import services
     from tasks.models import Task, TaskEvent
 
@@ -91,9 +92,11 @@ def seed(rows: int) -> str:
         print(f"  seeded in {time.perf_counter() - start:.1f} s", flush=True)
     busy = Task.objects.filter(title="bench: busy timeline").first()
     if busy is None:
-        busy = services.task_create(spec={"title": "bench: busy timeline"})
+        busy = services.task_create(spec={"title": "bench: busy timeline"}, actor=SYSTEM)
         TaskEvent.objects.bulk_create(
-            TaskEvent(task=busy, seq=seq, type="progress", data={"percent": seq % 100, "phase": "work"})
+            TaskEvent(
+                task=busy, seq=seq, type="worker.progress", data={"payload": {"percent": seq % 100, "phase": "work"}}
+            )
             for seq in range(2, 1001)
         )
         Task.objects.filter(pk=busy.pk).update(event_seq=1000)

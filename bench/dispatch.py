@@ -187,15 +187,17 @@ def _start_inprocess_dispatcher(concurrency: int) -> Any:
 
 def _warm_up(n: int = 10) -> None:
     """A few tasks through the whole path first: connections, pools and code paths are warm."""
+    from security.principals import SYSTEM
     from tasks import services
 
-    ids = [services.task_create(spec=c.echo_spec()).pk for _ in range(n)]
+    ids = [services.task_create(spec=c.echo_spec(), actor=SYSTEM).pk for _ in range(n)]
     from tasks.models import Task
 
     c.wait_until(lambda: Task.objects.filter(pk__in=ids, state__in=TERMINAL).count() == n, timeout_s=60)
 
 
 def run_latency(spec: dict[str, Any], env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    from security.principals import SYSTEM
     from tasks import services
     from tasks.models import Task, TaskEvent
 
@@ -223,7 +225,7 @@ def run_latency(spec: dict[str, Any], env: dict[str, str], tmp: Path) -> dict[st
                 time.sleep(pause)
             elif pause < -0.005:
                 behind += 1
-            ids.append(str(services.task_create(spec=c.echo_spec()).pk))
+            ids.append(str(services.task_create(spec=c.echo_spec(), actor=SYSTEM).pk))
         offered_s = time.monotonic() - start
         c.wait_until(lambda: Task.objects.filter(pk__in=ids, state__in=TERMINAL).count() == count, timeout_s=120)
         cpu = meter.stop()
@@ -253,6 +255,7 @@ def run_latency(spec: dict[str, Any], env: dict[str, str], tmp: Path) -> dict[st
 
 
 def run_cancel(spec: dict[str, Any], env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    from security.principals import SYSTEM
     from tasks import services
     from tasks.models import Task, TaskEvent
 
@@ -273,9 +276,12 @@ def run_cancel(spec: dict[str, Any], env: dict[str, str], tmp: Path) -> dict[str
         meter.start()
         while len(requested) < spec["samples"]:
             wave = min(concurrency, spec["samples"] - len(requested))
-            ids = [str(services.task_create(spec=c.sleep_spec(seconds=120, interval_s=0.5)).pk) for _ in range(wave)]
+            ids = [
+                str(services.task_create(spec=c.sleep_spec(seconds=120, interval_s=0.5), actor=SYSTEM).pk)
+                for _ in range(wave)
+            ]
             # Running at the worker: its first stream line (a log event) is on the timeline.
-            started = TaskEvent.objects.filter(task_id__in=ids, type="log").values("task_id").distinct()
+            started = TaskEvent.objects.filter(task_id__in=ids, type="worker.log").values("task_id").distinct()
             ok = c.wait_until(
                 lambda started=started, ids=ids: started.count() == len(ids),
                 timeout_s=30,
@@ -286,7 +292,7 @@ def run_cancel(spec: dict[str, Any], env: dict[str, str], tmp: Path) -> dict[str
             time.sleep(0.2)
             for task_id in ids:
                 before = time.time()
-                services.task_cancel(task_id=task_id, reason="bench")
+                services.task_cancel(task_id=task_id, actor=SYSTEM, reason="bench")
                 requested[task_id] = before
                 returned_ms.append((time.time() - before) * 1000)
                 time.sleep(0.05)  # one cancel at a time: each measured on its own

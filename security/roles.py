@@ -2,12 +2,19 @@
 
 Roles are Django groups created by a migration. They are cumulative: an
 ``admin`` may do what an ``operator`` may, and an ``operator`` what a
-``viewer`` may. A superuser holds every role.
+``viewer`` may. A superuser holds every role, and so does the ``system``
+principal (this installation acting for itself). Dispatchers and workers hold
+no user role: they have predicates of their own.
+
+Each predicate takes a :class:`security.principals.Principal` or a Django user
+(the DRF permission classes and the admin pass ``request.user``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from security.principals import Kind, Principal
 
 VIEWER = "viewer"
 OPERATOR = "operator"
@@ -17,8 +24,15 @@ ROLES = (VIEWER, OPERATOR, ADMIN)
 _RANK = {VIEWER: 1, OPERATOR: 2, ADMIN: 3}
 
 
-def role_rank(user: Any) -> int:
-    """The highest role the user holds, as a rank (0 for none)."""
+def role_rank(who: Any) -> int:
+    """The highest role held, as a rank (0 for none)."""
+    if isinstance(who, Principal):
+        if who.kind == Kind.SYSTEM:
+            return _RANK[ADMIN]
+        if who.kind != Kind.USER:
+            return 0
+        who = who.user
+    user = who
     if user is None or not user.is_authenticated or not user.is_active:
         return 0
     if user.is_superuser:
@@ -31,17 +45,34 @@ def role_rank(user: Any) -> int:
     return cached
 
 
-def has_role(user: Any, role: str) -> bool:
-    return role_rank(user) >= _RANK[role]
+def has_role(who: Any, role: str) -> bool:
+    return role_rank(who) >= _RANK[role]
 
 
-def can_view(user: Any) -> bool:
-    return has_role(user, VIEWER)
+def _needs(text: str):
+    def mark(predicate):
+        predicate.need = text
+        return predicate
+
+    return mark
 
 
-def can_operate(user: Any) -> bool:
-    return has_role(user, OPERATOR)
+@_needs("the viewer role")
+def can_view(who: Any) -> bool:
+    return has_role(who, VIEWER)
 
 
-def is_admin(user: Any) -> bool:
-    return has_role(user, ADMIN)
+@_needs("the operator role")
+def can_operate(who: Any) -> bool:
+    return has_role(who, OPERATOR)
+
+
+@_needs("the admin role")
+def is_admin(who: Any) -> bool:
+    return has_role(who, ADMIN)
+
+
+@_needs("to be a dispatcher")
+def is_dispatcher(who: Any) -> bool:
+    """Claims, attempt reports, lease renewal and reaping: a dispatcher process (or the system)."""
+    return isinstance(who, Principal) and who.kind in (Kind.DISPATCHER, Kind.SYSTEM)

@@ -142,8 +142,38 @@ class Task(models.Model):
         return self.state in TERMINAL_STATES
 
 
+class EventType(models.TextChoices):
+    """What a timeline entry records. Entries a worker supplied (progress, logs, artifacts)
+    are not in this list: their type is ``worker.<the worker's type>`` (:data:`WORKER_EVENT_PREFIX`)
+    and their fields sit under ``payload``, so a worker can neither forge a system entry
+    (``completed``) nor overwrite a system field (``attempt``)."""
+
+    CREATED = "created"
+    CANCEL_REQUESTED = "cancel_requested"
+    CANCELED = "canceled"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    RETRIED = "retried"
+    ATTEMPT_STARTED = "attempt_started"
+    WORKER_CALL = "worker_call"  # the dispatcher's record of one HTTP call to the worker
+    COMPLETED = "completed"
+    CHANGES_REQUESTED = "changes_requested"  # the automatic verdict failed the result
+    AWAITING_REVIEW = "awaiting_review"
+    FAILED = "failed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    LEASE_EXPIRED = "lease_expired"
+    LATE_RESULT = "late_result"  # a result of the current attempt after a cancel or pause
+    STALE_RESULT = "stale_result"  # a result of an earlier attempt (fenced)
+    ATTEMPT_STOPPED = "attempt_stopped"
+    BREAKER = "breaker"
+    OVERRIDE = "override"
+
+
+WORKER_EVENT_PREFIX = "worker."
+
+
 class TaskEvent(models.Model):
-    """One entry of a task's timeline, numbered per task from 1."""
+    """One entry of a task's timeline, numbered per task from 1 (types: :class:`EventType`)."""
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()

@@ -1,10 +1,10 @@
-"""Task services: the only code that changes ``Task.state``.
+"""Task services: create a task, and the operator actions on it (cancel, pause, resume, retry).
 
-Each service locks the task row, checks the transition, writes the new state,
-one TaskEvent and one audit record inside a single ``transaction.atomic()``.
-Anything that must happen after the change is visible (pushes to listeners)
-is scheduled with ``transaction.on_commit`` so a rolled-back change never
-announces itself.
+Each service takes the acting principal and checks it itself (:mod:`security.roles`), locks
+the task row, and applies its change through :func:`tasks.transitions.transition`, which
+writes the state, one TaskEvent and one audit record inside the one ``transaction.atomic()``
+and publishes "task changed" after the commit. Dispatcher-side changes live in
+:mod:`tasks.dispatch` and verdicts in :mod:`tasks.review.verdicts`; they take the same path.
 """
 
 from __future__ import annotations
@@ -14,27 +14,15 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
-from audit.services import actor_for_user, audit_record
+from security import roles
+from security.principals import require
 from tasks.dispatch import bus
 from tasks.exceptions import IllegalTransition, TaskNotFound
-from tasks.models import Priority, Task, TaskEvent
+from tasks.models import EventType, Priority, Task
 from tasks.spec import validate_spec
-from tasks.states import TaskAction, TaskState, target_state
-
-
-def new_event(task: Task, type: str, data: dict[str, Any]) -> TaskEvent:
-    """The next timeline entry, not yet saved; ``task`` must be locked by the caller."""
-    task.event_seq += 1
-    return TaskEvent(task=task, seq=task.event_seq, type=type, data=data)
-
-
-def append_event(task: Task, type: str, data: dict[str, Any]) -> TaskEvent:
-    """Add the next timeline entry; ``task`` must be locked by the caller."""
-    event = new_event(task, type, data)
-    event.save(force_insert=True)
-    return event
+from tasks.states import Cause, TaskAction, TaskState, target_state
+from tasks.transitions import TaskWrites, transition
 
 
 def lock_task(task_id: uuid.UUID | str) -> Task:
@@ -44,10 +32,10 @@ def lock_task(task_id: uuid.UUID | str) -> Task:
         raise TaskNotFound(task_id) from exc
 
 
-def task_create(*, spec: Any, user: Any = None) -> Task:
-    """Validate a working spec and queue a task for it."""
+def task_create(*, spec: Any, actor: Any) -> Task:
+    """Validate a working spec and queue a task for it (operators, and the system)."""
+    acting = require(actor, roles.can_operate, "create a task")
     clean = validate_spec(spec)
-    actor = actor_for_user(user)
     with transaction.atomic():
         task = Task(
             title=clean["title"],
@@ -55,81 +43,76 @@ def task_create(*, spec: Any, user: Any = None) -> Task:
             priority=Priority.from_name(clean["priority"]),
             risk_tier=clean["risk_tier"],
             max_attempts=clean["max_attempts"],
-            created_by=user if user is not None and user.is_authenticated else None,
+            created_by=acting.user_or_none(),
         )
-        task.save(force_insert=True)
-        append_event(task, "created", {"state": task.state, "actor": actor})
-        task.save(update_fields=["event_seq"])
-        audit_record(
-            actor=actor,
-            action="task.create",
-            resource_type="task",
-            resource_id=task.pk,
-            data={"title": task.title, "priority": clean["priority"], "risk_tier": task.risk_tier},
+        w = TaskWrites()
+        transition(
+            w,
+            task,
+            to=TaskState.QUEUED,
+            cause=Cause.CREATE,
+            actor=acting,
+            event=EventType.CREATED,
+            data={"state": TaskState.QUEUED, "actor": acting.actor},
+            audit_action="task.create",
+            audit_data={"title": task.title, "priority": clean["priority"], "risk_tier": task.risk_tier},
         )
+        w.flush()
         bus.publish({"kind": "work"})
     return task
 
 
-def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, user: Any, reason: str = "") -> Task:
-    actor = actor_for_user(user)
-    now = timezone.now()
+def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, actor: Any, reason: str = "") -> Task:
+    acting = require(actor, roles.can_operate, f"{action} a task")
     with transaction.atomic():
         task = lock_task(task_id)
         previous = task.state
         new_state = target_state(action, previous)
         if new_state is None:
             raise IllegalTransition(action=action, state=previous)
-        task.state = new_state
-        task.updated_at = now
-        fields = ["state", "updated_at", "event_seq"]
+        w = TaskWrites()
+        now = w.now
+        fields: dict[str, Any] = {}
         if action == TaskAction.CANCEL:
-            task.cancel_requested_at = now
-            task.cancel_requested_by = user if user is not None and user.is_authenticated else None
-            task.cancel_reason = reason
-            fields += ["cancel_requested_at", "cancel_requested_by", "cancel_reason"]
+            fields |= {
+                "cancel_requested_at": now,
+                "cancel_requested_by": acting.user_or_none(),
+                "cancel_reason": reason,
+            }
             if new_state == TaskState.CANCELED:
-                task.finished_at = now
-                fields.append("finished_at")
+                fields["finished_at"] = now
         elif action == TaskAction.PAUSE and previous == TaskState.RUNNING:
             # The dispatcher stops the attempt at the worker. A pause is not a
             # failure, so the attempt it interrupts does not use up the budget;
             # the attempt number itself never goes back (it fences results).
-            task.max_attempts += 1
-            task.lease_owner = ""
-            task.lease_expires_at = None
-            fields += ["max_attempts", "lease_owner", "lease_expires_at"]
+            fields |= {"max_attempts": task.max_attempts + 1, "lease_owner": "", "lease_expires_at": None}
         elif action == TaskAction.RETRY:
             # A fresh attempt budget: the spec's max_attempts more attempts.
-            task.max_attempts = task.attempt + task.spec.get("max_attempts", 3)
-            task.run_after = None
-            task.finished_at = None
-            task.error = ""
-            task.cancel_requested_at = None
-            task.cancel_requested_by = None
-            task.cancel_reason = ""
-            fields += [
-                "max_attempts",
-                "run_after",
-                "finished_at",
-                "error",
-                "cancel_requested_at",
-                "cancel_requested_by",
-                "cancel_reason",
-            ]
-        data = {"from": previous, "to": new_state, "actor": actor}
+            fields |= {
+                "max_attempts": task.attempt + task.spec.get("max_attempts", 3),
+                "run_after": None,
+                "finished_at": None,
+                "error": "",
+                "cancel_requested_at": None,
+                "cancel_requested_by": None,
+                "cancel_reason": "",
+            }
+        data = {"actor": acting.actor}
         if reason:
             data["reason"] = reason
-        append_event(task, action_event_type(action, new_state), data)
-        task.save(update_fields=fields)
-        audit_record(
-            actor=actor,
-            action=f"task.{action}",
-            resource_type="task",
-            resource_id=task.pk,
-            data={"from": previous, "to": new_state},
+        transition(
+            w,
+            task,
+            to=new_state,
+            cause=Cause(action.value),
+            actor=acting,
+            event=action_event_type(action, new_state),
+            data=data,
+            audit_action=f"task.{action}",
             reason=reason,
+            **fields,
         )
+        w.flush()
         if new_state == TaskState.QUEUED:
             bus.publish({"kind": "work"})
         elif previous == TaskState.RUNNING:
@@ -138,30 +121,30 @@ def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, user: 
     return task
 
 
-def action_event_type(action: str, new_state: str) -> str:
+def action_event_type(action: str, new_state: str) -> EventType:
     if action == TaskAction.CANCEL:
-        return "canceled" if new_state == TaskState.CANCELED else "cancel_requested"
+        return EventType.CANCELED if new_state == TaskState.CANCELED else EventType.CANCEL_REQUESTED
     return {
-        TaskAction.PAUSE: "paused",
-        TaskAction.RESUME: "resumed",
-        TaskAction.RETRY: "retried",
+        TaskAction.PAUSE: EventType.PAUSED,
+        TaskAction.RESUME: EventType.RESUMED,
+        TaskAction.RETRY: EventType.RETRIED,
     }[action]
 
 
-def task_cancel(*, task_id: uuid.UUID | str, user: Any = None, reason: str = "") -> Task:
-    return _operator_transition(task_id=task_id, action=TaskAction.CANCEL, user=user, reason=reason)
+def task_cancel(*, task_id: uuid.UUID | str, actor: Any, reason: str = "") -> Task:
+    return _operator_transition(task_id=task_id, action=TaskAction.CANCEL, actor=actor, reason=reason)
 
 
-def task_pause(*, task_id: uuid.UUID | str, user: Any = None, reason: str = "") -> Task:
-    return _operator_transition(task_id=task_id, action=TaskAction.PAUSE, user=user, reason=reason)
+def task_pause(*, task_id: uuid.UUID | str, actor: Any, reason: str = "") -> Task:
+    return _operator_transition(task_id=task_id, action=TaskAction.PAUSE, actor=actor, reason=reason)
 
 
-def task_resume(*, task_id: uuid.UUID | str, user: Any = None, reason: str = "") -> Task:
-    return _operator_transition(task_id=task_id, action=TaskAction.RESUME, user=user, reason=reason)
+def task_resume(*, task_id: uuid.UUID | str, actor: Any, reason: str = "") -> Task:
+    return _operator_transition(task_id=task_id, action=TaskAction.RESUME, actor=actor, reason=reason)
 
 
-def task_retry(*, task_id: uuid.UUID | str, user: Any = None, reason: str = "") -> Task:
-    return _operator_transition(task_id=task_id, action=TaskAction.RETRY, user=user, reason=reason)
+def task_retry(*, task_id: uuid.UUID | str, actor: Any, reason: str = "") -> Task:
+    return _operator_transition(task_id=task_id, action=TaskAction.RETRY, actor=actor, reason=reason)
 
 
 ACTION_SERVICES = {

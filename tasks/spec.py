@@ -1,7 +1,7 @@
 """The CAWS working spec: the validated input of a task.
 
-Every serializer here is strict: a key it does not know is an error naming
-that key, so a typo (``risk_teir``) is never silently dropped.
+Every serializer here is strict (:mod:`config.strict`): a key it does not know is an
+error naming that key, so a typo (``risk_teir``) is never silently dropped.
 """
 
 from __future__ import annotations
@@ -11,50 +11,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from config.strict import StrictCharField, StrictIntegerField, StrictRegexField, StrictSerializer, validated
 from tasks.models import Priority
-
-
-class StrictSerializer(serializers.Serializer):
-    """Rejects unknown keys, naming each one."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
-        errors = {key: ["Unknown field."] for key in unknown}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            if not errors or not isinstance(exc.detail, dict):
-                raise
-            errors.update(exc.detail)
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
-
-
-class StrictStringMixin:
-    """DRF turns ``123`` into ``"123"``; a spec field of the wrong JSON type is an error instead."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str):
-            raise serializers.ValidationError(f"Must be a string, not {type(data).__name__}.")
-        return super().to_internal_value(data)
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """DRF accepts ``"2"`` and ``2.0`` for integers; the spec takes JSON integers only."""
-
-    def to_internal_value(self, data: Any) -> int:
-        if not isinstance(data, int) or isinstance(data, bool):
-            raise serializers.ValidationError(f"Must be an integer, not {type(data).__name__}.")
-        return super().to_internal_value(data)
-
-
-class StrictCharField(StrictStringMixin, serializers.CharField):
-    pass
-
-
-class StrictRegexField(StrictStringMixin, serializers.RegexField):
-    pass
 
 
 class ScopePath(StrictCharField):
@@ -129,7 +87,5 @@ class WorkingSpecSerializer(StrictSerializer):
 
 
 def validate_spec(data: Any) -> dict[str, Any]:
-    """Validate a working spec, returning it normalised; raises ValidationError."""
-    serializer = WorkingSpecSerializer(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+    """Validate a working spec, returning it normalised; raises :class:`config.errors.InvalidInput`."""
+    return validated(WorkingSpecSerializer, data)

@@ -95,6 +95,6 @@ def nobody_client(nobody) -> APIClient:
 def make_task(db, operator) -> Callable[..., Task]:
     def make(**spec: Any) -> Task:
         spec.setdefault("title", "Write the release notes")
-        return services.task_create(spec=spec, user=operator)
+        return services.task_create(spec=spec, actor=operator)
 
     return make

@@ -8,38 +8,13 @@ from rest_framework import serializers
 
 from audit.models import AuditRecord
 from audit.selectors import EXPORT_FIELDS
+from config.strict import CommaListField, StrictSerializer
 
 # Newest first; the primary key breaks ties so that the keyset cursor is exact.
 ORDERING = ["-created_at", "-id"]
 
 
-class StrictQuerySerializer(serializers.Serializer):
-    """Rejects unknown query parameters, naming each one (a typo must not silently widen a search)."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        errors = {key: ["Unknown field."] for key in sorted(set(data) - set(self.fields))}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            if not errors or not isinstance(exc.detail, dict):
-                raise
-            errors.update(exc.detail)
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
-
-
-class CommaListField(serializers.ListField):
-    """Accepts ``?action=a,b`` as well as ``?action=a&action=b``."""
-
-    def to_internal_value(self, data: Any) -> list[Any]:
-        if isinstance(data, str):
-            data = [data]
-        items = [part.strip() for value in data for part in str(value).split(",") if part.strip()]
-        return super().to_internal_value(items)
-
-
-class AuditQuerySerializer(StrictQuerySerializer):
+class AuditQuerySerializer(StrictSerializer):
     action = CommaListField(
         child=serializers.CharField(max_length=100), required=False, max_length=50, help_text="exact; several: a,b"
     )

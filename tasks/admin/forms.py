@@ -10,8 +10,8 @@ from django import forms
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.forms.fields import InvalidJSONInput
-from rest_framework import serializers
 
+from config.errors import InvalidInput
 from tasks.models import Gate, Task, Waiver, Worker
 from tasks.review.verdicts import OVERRIDE_DECISIONS
 from tasks.review.waivers import (
@@ -76,8 +76,8 @@ class TaskCreateForm(forms.ModelForm):
         spec = self.cleaned_data["spec"]
         try:
             validate_spec(spec)
-        except serializers.ValidationError as exc:
-            raise forms.ValidationError(list(_spec_error_messages(exc.detail))) from exc
+        except InvalidInput as exc:
+            raise forms.ValidationError(list(_spec_error_messages(exc.fields))) from exc
         # The raw spec goes to the service, which normalises it itself.
         return spec
 

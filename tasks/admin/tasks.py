@@ -20,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from config.admin_paginator import EstimatedCountPaginator
+from config.errors import DomainError
 from security import roles
 from tasks import services
 from tasks.admin.common import BULK_ACTION_LIMIT, MESSAGE_DETAIL_LIMIT, ServiceOnlyAdmin, pretty_json
@@ -29,7 +30,7 @@ from tasks.admin.forms import (
     TaskActionForm,
     TaskCreateForm,
 )
-from tasks.exceptions import IllegalTransition, InvalidOverride, TaskNotFound
+from tasks.exceptions import TaskNotFound
 from tasks.models import Task, TaskEvent
 from tasks.review import verdicts
 from tasks.states import TaskAction, target_state
@@ -118,8 +119,8 @@ def _run_bulk_action(modeladmin: TaskAdmin, request: HttpRequest, queryset: Quer
     refused: list[str] = []
     for task_id, title in selected:
         try:
-            task = service(task_id=task_id, user=request.user, reason=reason)
-        except (IllegalTransition, TaskNotFound) as exc:
+            task = service(task_id=task_id, actor=request.user, reason=reason)
+        except DomainError as exc:
             refused.append(f"{title}: {exc}")
         else:
             applied.append(f"{title} ({task.state})")
@@ -260,7 +261,7 @@ class TaskAdmin(ServiceOnlyAdmin):
         if change:  # unreachable: has_change_permission is False for everyone
             raise PermissionDenied
         # The row, its first event and its audit record, in one transaction.
-        return services.task_create(spec=form.cleaned_data["spec"], user=request.user)
+        return services.task_create(spec=form.cleaned_data["spec"], actor=request.user)
 
     def response_post_save_add(self, request: HttpRequest, obj: Task) -> HttpResponse:
         # Show the new task (state, timeline, buttons) rather than the list.
@@ -287,7 +288,7 @@ class TaskAdmin(ServiceOnlyAdmin):
             context["task_actions"] = [
                 (action.value, action.label) for action in TaskAction if target_state(action, obj.state)
             ]
-            if obj.state in verdicts.OVERRIDABLE_STATES and obj.verdicts.exists():
+            if verdicts.overridable(obj):
                 context["override_decisions"] = [(d, d.replace("_", " ")) for d in verdicts.OVERRIDE_DECISIONS]
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
@@ -309,16 +310,16 @@ class TaskAdmin(ServiceOnlyAdmin):
             if action == "override":
                 task = verdicts.task_override(
                     task_id=object_id,
-                    user=request.user,
+                    actor=request.user,
                     decision=form.cleaned_data["decision"],
                     reason=reason,
                     guidance=form.cleaned_data["guidance"],
                 )
             else:
-                task = services.ACTION_SERVICES[action](task_id=object_id, user=request.user, reason=reason)
+                task = services.ACTION_SERVICES[action](task_id=object_id, actor=request.user, reason=reason)
         except TaskNotFound as exc:
             raise Http404(str(exc)) from exc
-        except (IllegalTransition, InvalidOverride) as exc:
+        except DomainError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
             self.message_user(request, f"{action.capitalize()} applied: the task is now {task.state}.")

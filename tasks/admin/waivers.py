@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from config.errors import DomainError
 from security import roles
 from tasks.admin.common import BULK_ACTION_LIMIT, MESSAGE_DETAIL_LIMIT, ServiceOnlyAdmin
 from tasks.admin.forms import (
@@ -92,12 +93,12 @@ def _run_waiver_action(modeladmin: WaiverAdmin, request: HttpRequest, queryset: 
     for waiver_id, title in selected:
         try:
             if action == "revoke":
-                waivers.waiver_revoke(waiver_id=waiver_id, user=request.user, reason=note)
+                waivers.waiver_revoke(waiver_id=waiver_id, actor=request.user, reason=note)
             elif action == "approve":
-                waivers.waiver_approve(waiver_id=waiver_id, user=request.user, note=note)
+                waivers.waiver_approve(waiver_id=waiver_id, actor=request.user, note=note)
             else:
-                waivers.waiver_reject(waiver_id=waiver_id, user=request.user, note=note)
-        except waivers.WaiverError as exc:
+                waivers.waiver_reject(waiver_id=waiver_id, actor=request.user, note=note)
+        except DomainError as exc:
             refused.append(f"{title}: {exc}")
         else:
             applied.append(title)
@@ -198,7 +199,7 @@ class WaiverAdmin(ServiceOnlyAdmin):
         data = form.cleaned_data
         # The row and its audit record, in one transaction, exactly as the API makes them.
         return waivers.waiver_request(
-            user=request.user,
+            actor=request.user,
             title=data["title"],
             reason=data["reason"],
             gates=data["gates"],

@@ -5,9 +5,9 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.strict import CommaListField, StrictSerializer
 from tasks.models import Priority, Task, TaskEvent, Verdict, VerdictDecision
 from tasks.review.verdicts import MIN_REASON, OVERRIDE_DECISIONS
-from tasks.spec import StrictSerializer
 from tasks.states import TaskAction, TaskState
 
 ORDERINGS = {
@@ -16,16 +16,6 @@ ORDERINGS = {
     "-priority": ["-priority", "-created_at", "-id"],
     "priority": ["priority", "created_at", "id"],
 }
-
-
-class CommaListField(serializers.ListField):
-    """Accepts ``?state=a,b`` as well as ``?state=a&state=b``."""
-
-    def to_internal_value(self, data: Any) -> list[Any]:
-        if isinstance(data, str):
-            data = [data]
-        items = [part.strip() for value in data for part in str(value).split(",") if part.strip()]
-        return super().to_internal_value(items)
 
 
 class TaskListQuerySerializer(StrictSerializer):

@@ -72,7 +72,7 @@ class TaskListView(APIView):
 
     @extend_schema(request=WorkingSpecSerializer, responses={201: TaskDetailSerializer}, summary="Create a task")
     def post(self, request: Request) -> Response:
-        task = services.task_create(spec=request.data, user=request.user)
+        task = services.task_create(spec=request.data, actor=request.user)
         response = _detail(selectors.task_get(task_id=task.pk))
         response.status_code = status.HTTP_201_CREATED
         return response
@@ -113,13 +113,13 @@ class TaskActionView(APIView):
         if data["action"] == "override":
             task = verdicts.task_override(
                 task_id=task_id,
-                user=request.user,
+                actor=request.user,
                 decision=data["decision"],
                 reason=data["reason"],
                 guidance=data["guidance"],
             )
         else:
-            task = services.ACTION_SERVICES[data["action"]](task_id=task_id, user=request.user, reason=data["reason"])
+            task = services.ACTION_SERVICES[data["action"]](task_id=task_id, actor=request.user, reason=data["reason"])
         return _detail(selectors.task_get(task_id=task.pk))
 
 
@@ -130,7 +130,7 @@ class TaskCancelView(APIView):
     def post(self, request: Request, task_id: str) -> Response:
         body = CancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        task = services.task_cancel(task_id=task_id, user=request.user, reason=body.validated_data["reason"])
+        task = services.task_cancel(task_id=task_id, actor=request.user, reason=body.validated_data["reason"])
         return _detail(selectors.task_get(task_id=task.pk))
 
 

@@ -17,11 +17,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.pagination import keyset_page
+from config.strict import CommaListField, StrictSerializer
 from security.permissions import IsAdminRole, IsOperatorOrReadOnly
-from tasks.api.serializers import CommaListField
 from tasks.models import Gate, Waiver, WaiverStatus
 from tasks.review import waiver_selectors, waivers
-from tasks.spec import StrictSerializer
 
 # Newest first, on the (created_at, id) index.
 ORDERING = ["-created_at", "-id"]
@@ -131,7 +130,7 @@ class WaiverListView(APIView):
     def post(self, request: Request) -> Response:
         data = _body(waivers.WaiverRequestSerializer, request)
         waiver = waivers.waiver_request(
-            user=request.user,
+            actor=request.user,
             title=data["title"],
             reason=data["reason"],
             gates=data["gates"],
@@ -163,7 +162,7 @@ class WaiverApproveView(APIView):
     )
     def post(self, request: Request, waiver_id: str) -> Response:
         data = _body(waivers.WaiverDecisionSerializer, request)
-        return _detail(waivers.waiver_approve(waiver_id=waiver_id, user=request.user, note=data["note"]))
+        return _detail(waivers.waiver_approve(waiver_id=waiver_id, actor=request.user, note=data["note"]))
 
 
 class WaiverRejectView(APIView):
@@ -177,7 +176,7 @@ class WaiverRejectView(APIView):
     )
     def post(self, request: Request, waiver_id: str) -> Response:
         data = _body(waivers.WaiverDecisionSerializer, request)
-        return _detail(waivers.waiver_reject(waiver_id=waiver_id, user=request.user, note=data["note"]))
+        return _detail(waivers.waiver_reject(waiver_id=waiver_id, actor=request.user, note=data["note"]))
 
 
 class WaiverRevokeView(APIView):
@@ -191,4 +190,4 @@ class WaiverRevokeView(APIView):
     )
     def post(self, request: Request, waiver_id: str) -> Response:
         data = _body(waivers.WaiverRevokeSerializer, request)
-        return _detail(waivers.waiver_revoke(waiver_id=waiver_id, user=request.user, reason=data["reason"]))
+        return _detail(waivers.waiver_revoke(waiver_id=waiver_id, actor=request.user, reason=data["reason"]))

@@ -1,9 +1,9 @@
 """Claims: a dispatcher takes due queued tasks and starts an attempt on each.
 
-Like :mod:`tasks.services`, every state change locks the task row, checks where it
-stands, and writes the new state, its TaskEvent and its audit record in one
-transaction. Leases of the attempts started here: :mod:`tasks.dispatch.leases`;
-what the attempts come to: :mod:`tasks.dispatch.reports`.
+Like :mod:`tasks.services`, a claim locks the task rows, decides under the lock, and
+applies each start through :func:`tasks.transitions.transition` in one transaction.
+Leases of the attempts started here: :mod:`tasks.dispatch.leases`; what the attempts
+come to: :mod:`tasks.dispatch.reports`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Value
-from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.db.models import Count, Q
 
-from audit.services import AuditEntry, audit_records
-from tasks.dispatch.leases import ACTIVE_STATES, lease_until
-from tasks.models import Task, TaskEvent, Worker
-from tasks.services import new_event
-from tasks.states import TaskState
+from security import roles
+from security.principals import Principal, require
+from tasks.dispatch.leases import lease_until
+from tasks.models import EventType, Task, Worker
+from tasks.states import ACTIVE_STATES, Cause, TaskState
+from tasks.transitions import TaskWrites, transition
 
 # A claim reads at most this many queued tasks for each one it may take, so that tasks no
 # worker can take now (capabilities, capacity, open breakers) do not block those behind them.
@@ -68,12 +67,12 @@ def worker_load(*, lock: Iterable[int] = ()) -> dict[int, int]:
 
 def task_claim(
     *,
-    dispatcher_id: str,
+    actor: Principal,
     limit: int,
     pick_worker: Callable[[Task], Worker | None],
     lease_s: float,
 ) -> list[Claim]:
-    """Claim up to ``limit`` due queued tasks and start an attempt on each.
+    """Claim up to ``limit`` due queued tasks and start an attempt on each (a dispatcher's service).
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets dispatchers claim side by side
     without waiting on each other. SQLite: the IMMEDIATE transaction holds the
@@ -81,55 +80,45 @@ def task_claim(
     (capabilities, capacity, open breakers) stay queued; more candidates than
     ``limit`` are read so that they do not block the ones behind them.
 
-    The claimed rows are written with one UPDATE per chosen worker (the fields
-    that differ per row are relative to their locked values), their events with
-    one INSERT and their audit records last.
+    The claimed rows are written in bulk (:class:`~tasks.transitions.TaskWrites`), then
+    their leases with one UPDATE on the database's clock.
     """
+    acting = require(actor, roles.is_dispatcher, "claim tasks")
     if limit <= 0:
         return []
-    now = timezone.now()
-    actor = f"dispatcher:{dispatcher_id}"
+    dispatcher_id = acting.name
     claims: list[Claim] = []
-    events: list[TaskEvent] = []
-    audit: list[AuditEntry] = []
-    by_worker: dict[int, list[Any]] = {}
     with transaction.atomic():
+        w = TaskWrites()
+        now = w.now
         for task in _due_candidates(now=now, limit=limit, wanted=lambda: limit - len(claims)):
             worker = pick_worker(task)
             if worker is None:
                 continue
-            task.attempt += 1
-            by_worker.setdefault(worker.pk, []).append(task.pk)
-            event = {"attempt": task.attempt, "worker": worker.name, "dispatcher": dispatcher_id, "from": "queued"}
-            events.append(new_event(task, "attempt_started", event))
-            audit.append(
-                AuditEntry(
-                    actor=actor,
-                    action="task.start",
-                    resource_type="task",
-                    resource_id=task.pk,
-                    data={"attempt": task.attempt, "worker": worker.name},
-                )
-            )
-            deadline = now + timedelta(seconds=int(task.spec.get("timeout_s", 600)))
-            claims.append(Claim(str(task.pk), task.attempt, worker.pk, task.spec, deadline))
-        for worker_id, ids in by_worker.items():
-            Task.objects.filter(pk__in=ids).update(
-                state=TaskState.RUNNING,
-                attempt=F("attempt") + 1,
-                event_seq=F("event_seq") + 1,
-                worker_id=worker_id,
+            attempt = task.attempt + 1
+            transition(
+                w,
+                task,
+                to=TaskState.RUNNING,
+                cause=Cause.CLAIM,
+                actor=acting,
+                event=EventType.ATTEMPT_STARTED,
+                data={"attempt": attempt, "worker": worker.name, "dispatcher": dispatcher_id},
+                audit_action="task.start",
+                audit_data={"attempt": attempt, "worker": worker.name},
+                attempt=attempt,
+                worker_id=worker.pk,
                 lease_owner=dispatcher_id,
-                lease_expires_at=lease_until(lease_s),
-                started_at=Coalesce("started_at", Value(now)),
-                updated_at=now,
+                started_at=task.started_at or now,
                 progress_percent=0,
                 progress_phase="",
                 run_after=None,
             )
-        TaskEvent.objects.bulk_create(events)
-        # Last: the audit chain's lock is held from here to the commit only.
-        audit_records(audit)
+            deadline = now + timedelta(seconds=int(task.spec.get("timeout_s", 600)))
+            claims.append(Claim(str(task.pk), attempt, worker.pk, task.spec, deadline))
+        if claims:
+            w.flush()
+            Task.objects.filter(pk__in=[c.task_id for c in claims]).update(lease_expires_at=lease_until(lease_s))
     return claims
 
 

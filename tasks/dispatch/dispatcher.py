@@ -34,6 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from security.principals import Principal
 from tasks.dispatch import bus, claims, fleet, leases, reports
 from tasks.dispatch.breakers import BreakerRegistry
 from tasks.dispatch.claims import Claim
@@ -106,6 +107,7 @@ class Dispatcher:
         claim_batch: int = 64,
     ) -> None:
         self.id = dispatcher_id or new_dispatcher_id()
+        self.principal = Principal.dispatcher(self.id)
         self.concurrency = concurrency
         self.lease_s = lease_s if lease_s is not None else settings.AGENCY_LEASE_S
         self.poll_s = poll_s if poll_s is not None else settings.AGENCY_POLL_S
@@ -239,7 +241,7 @@ class Dispatcher:
                 load[best.pk] = load.get(best.pk, 0) + 1
             return best
 
-        taken = claims.task_claim(dispatcher_id=self.id, limit=limit, pick_worker=pick, lease_s=self.lease_s)
+        taken = claims.task_claim(actor=self.principal, limit=limit, pick_worker=pick, lease_s=self.lease_s)
         for claim in taken:
             item = InFlight(claim=claim, worker=workers[claim.worker_id][1], abort=AbortHandle())
             with self._inflight_lock:
@@ -269,11 +271,11 @@ class Dispatcher:
         held: list[dict[str, Any]] = []
 
         def on_call(call: dict[str, Any]) -> None:
-            event = {"type": "worker_call", **call}
+            event = dict(call)
             if call.get("error") is None and 200 <= (call.get("status") or 0) < 300:
                 held.append(event)  # the outcome follows at once: the record travels with it
             else:
-                put(AttemptReport(claim.task_id, claim.attempt, "progress", events=[event]))
+                put(AttemptReport(claim.task_id, claim.attempt, "progress", calls=[event]))
 
         try:
             outcome = client.execute(
@@ -303,7 +305,7 @@ class Dispatcher:
             report = AttemptReport(claim.task_id, claim.attempt, "failed", error=f"dispatcher error: {exc}")
         finally:
             _current_task.task_id = None
-        report.events = held + report.events
+        report.calls = held + report.calls
         with self._inflight_lock:
             self._finishing[claim.task_id] = claim.attempt
             if self._inflight.get(claim.task_id) is item:
@@ -336,7 +338,7 @@ class Dispatcher:
     def _write(self, batch: list[AttemptReport | _BreakerChange]) -> None:
         written = [b for b in batch if isinstance(b, AttemptReport)]
         try:
-            reports.apply_reports(dispatcher_id=self.id, reports=written)
+            reports.apply_reports(actor=self.principal, reports=written)
         except Exception:
             # One report the database refuses must not sink the others: write them one by one.
             logger.exception("writing a batch of %d reports failed; writing them one by one", len(written))
@@ -347,7 +349,7 @@ class Dispatcher:
         for change in (b for b in batch if isinstance(b, _BreakerChange)):
             try:
                 reports.record_breaker_change(
-                    dispatcher_id=self.id, worker=change.worker, old=change.old, new=change.new, task_id=change.task_id
+                    actor=self.principal, worker=change.worker, old=change.old, new=change.new, task_id=change.task_id
                 )
             except Exception:
                 logger.exception("recording a breaker change failed")
@@ -356,7 +358,7 @@ class Dispatcher:
     def _write_one(self, report: AttemptReport) -> None:
         for attempt in range(3):
             try:
-                reports.apply_reports(dispatcher_id=self.id, reports=[report])
+                reports.apply_reports(actor=self.principal, reports=[report])
                 return
             except Exception:
                 logger.exception(
@@ -372,7 +374,7 @@ class Dispatcher:
             report.task_id, report.attempt, "failed", error="the dispatcher could not record the worker's report"
         )
         try:
-            reports.apply_reports(dispatcher_id=self.id, reports=[fallback])
+            reports.apply_reports(actor=self.principal, reports=[fallback])
         except Exception:
             logger.exception(
                 "recording the failure of %s:%s failed; its lease will expire", report.task_id, report.attempt
@@ -409,7 +411,7 @@ class Dispatcher:
                         self._stop_what_the_database_says(attempts)
                         next_poll = now + self.poll_s
                     if now >= next_reap:
-                        reaped = leases.reap_expired_leases(reaper_id=self.id)
+                        reaped = leases.reap_expired_leases(actor=self.principal)
                         self.stats.reaped += len(reaped)
                         next_reap = now + self.reap_s
                     if now >= next_refresh:
@@ -430,7 +432,7 @@ class Dispatcher:
 
     def _renew(self, task_ids: list[str], inflight: int) -> None:
         try:
-            leases.renew_leases(dispatcher_id=self.id, task_ids=task_ids, lease_s=self.lease_s)
+            leases.renew_leases(actor=self.principal, task_ids=task_ids, lease_s=self.lease_s)
             fleet.dispatcher_heartbeat(dispatcher_id=self.id, concurrency=self.concurrency, inflight=inflight)
             self._last_renewed = time.monotonic()
         except Exception:

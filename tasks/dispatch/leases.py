@@ -11,18 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
-from django.utils import timezone
 
+from security import roles
+from security.principals import Principal, require
 from tasks.dispatch import bus
-from tasks.dispatch.writes import TaskWrites
-from tasks.models import Task
-from tasks.states import TaskState
-
-ACTIVE_STATES = (TaskState.RUNNING, TaskState.CANCELING)
+from tasks.models import EventType, Task
+from tasks.states import ACTIVE_STATES, Cause, TaskState
+from tasks.transitions import TaskWrites, transition
 
 
 def lease_until(lease_s: float) -> ExpressionWrapper:
@@ -31,7 +31,8 @@ def lease_until(lease_s: float) -> ExpressionWrapper:
     return ExpressionWrapper(Now() + timedelta(seconds=lease_s), output_field=DateTimeField())
 
 
-def renew_leases(*, dispatcher_id: str, task_ids: Iterable[str], lease_s: float) -> None:
+def renew_leases(*, actor: Principal, task_ids: Iterable[str], lease_s: float) -> None:
+    dispatcher_id = require(actor, roles.is_dispatcher, "renew leases").name
     ids = sorted(task_ids)
     if not ids:
         return
@@ -66,15 +67,14 @@ def attempts_to_stop(*, dispatcher_id: str, attempts: dict[str, int]) -> dict[st
     return stop
 
 
-def reap_expired_leases(*, reaper_id: str, limit: int = 100) -> list[tuple[str, int, str]]:
+def reap_expired_leases(*, actor: Principal, limit: int = 100) -> list[tuple[str, int, str]]:
     """Return orphaned attempts (lease expired: their dispatcher died) to the queue.
 
     A reclaimed attempt counts against the budget: a task that kills its
     dispatcher every time must end ``failed``, not loop forever. A task that
     was ``canceling`` is canceled. Returns (task_id, attempt, new_state).
     """
-    now = timezone.now()
-    actor = f"dispatcher:{reaper_id}"
+    acting = require(actor, roles.is_dispatcher, "reap expired leases")
     reaped: list[tuple[str, int, str]] = []
     with transaction.atomic():
         expired = list(
@@ -82,25 +82,35 @@ def reap_expired_leases(*, reaper_id: str, limit: int = 100) -> list[tuple[str, 
             .filter(state__in=ACTIVE_STATES, lease_expires_at__lt=Now())
             .order_by("lease_expires_at")[:limit]
         )
-        writes = TaskWrites()
+        w = TaskWrites()
         for task in expired:
             previous, owner = task.state, task.lease_owner
+            fields: dict[str, Any] = {"lease_owner": "", "lease_expires_at": None}
             if previous == TaskState.CANCELING:
                 new_state = TaskState.CANCELED
-                writes.set(task, finished_at=now)
+                fields["finished_at"] = w.now
             elif task.attempt < task.max_attempts:
                 new_state = TaskState.QUEUED
-                writes.set(task, run_after=None)
+                fields["run_after"] = None
             else:
                 new_state = TaskState.FAILED
                 error = f"lease expired on attempt {task.attempt} (dispatcher {owner}) and no attempts remain"
-                writes.set(task, finished_at=now, error=error)
-            writes.set(task, state=new_state, lease_owner="", lease_expires_at=None, updated_at=now)
-            data = {"attempt": task.attempt, "from": previous, "to": new_state, "lease_owner": owner}
-            writes.event(task, "lease_expired", data)
-            writes.record(actor=actor, action="task.reclaim", resource_type="task", resource_id=task.pk, data=data)
+                fields |= {"finished_at": w.now, "error": error}
+            data = {"attempt": task.attempt, "lease_owner": owner}
+            transition(
+                w,
+                task,
+                to=new_state,
+                cause=Cause.LEASE_EXPIRED,
+                actor=acting,
+                event=EventType.LEASE_EXPIRED,
+                data=data,
+                audit_action="task.reclaim",
+                audit_data=data,
+                **fields,
+            )
             reaped.append((str(task.pk), task.attempt, new_state))
-        writes.flush()
+        w.flush()
         if any(state == TaskState.QUEUED for _, _, state in reaped):
             bus.publish({"kind": "work"})
     return reaped

@@ -18,16 +18,17 @@ import uuid
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
-from audit.services import actor_for_user, audit_record
+from security import roles
+from security.principals import require
 from tasks.dispatch import bus
 from tasks.exceptions import IllegalTransition, InvalidOverride
-from tasks.models import Task, Verdict, VerdictDecision
+from tasks.models import EventType, Task, Verdict, VerdictDecision
 from tasks.review.gates.checks import BLOCKING, TIER_THRESHOLDS, Violation, run_gates, score
 from tasks.review.waiver_selectors import active_waivers_for
-from tasks.services import append_event, lock_task
-from tasks.states import TaskState
+from tasks.services import lock_task
+from tasks.states import Cause, TaskState
+from tasks.transitions import TaskWrites, transition
 
 OVERRIDE_DECISIONS = {
     "approve": (VerdictDecision.APPROVED, TaskState.COMPLETED),
@@ -100,50 +101,76 @@ def verdict_summary(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def task_override(*, task_id: uuid.UUID | str, user: Any, decision: str, reason: str, guidance: str = "") -> Task:
+def overridable(task: Task) -> bool:
+    """Whether a human verdict may be given on ``task`` now (the API, the admin buttons and the
+    service ask this one question).
+
+    Awaiting review: yes. Failed: only when its latest attempt produced a result that a verdict
+    judged (the gates failed it, or a reviewer rejected it). A task whose latest attempt failed
+    without a result has nothing to approve, whatever earlier attempts were judged.
+    """
+    if task.state == TaskState.AWAITING_REVIEW:
+        return True
+    if task.state != TaskState.FAILED or not task.result:
+        return False
+    return task.verdicts.filter(attempt=task.attempt).exists()
+
+
+def task_override(*, task_id: uuid.UUID | str, actor: Any, decision: str, reason: str, guidance: str = "") -> Task:
     """A human verdict on a task awaiting review (or failed by its gates)."""
+    acting = require(actor, roles.can_operate, "override a verdict")
     reason = (reason or "").strip()
     if decision not in OVERRIDE_DECISIONS:
         raise InvalidOverride({"decision": [f"Must be one of {', '.join(OVERRIDE_DECISIONS)}."]})
     if len(reason) < MIN_REASON:
         raise InvalidOverride({"reason": [f"An override needs a reason of at least {MIN_REASON} characters."]})
     verdict_decision, new_state = OVERRIDE_DECISIONS[decision]
-    actor = actor_for_user(user)
-    now = timezone.now()
     with transaction.atomic():
         task = lock_task(task_id)
-        previous = task.state
-        if previous not in OVERRIDABLE_STATES or (previous == TaskState.FAILED and not task.verdicts.exists()):
-            raise IllegalTransition(action="override", state=previous)
-        verdict = Verdict.objects.create(
+        if not overridable(task):
+            why = "" if task.state not in OVERRIDABLE_STATES else " and its latest attempt has no judged result"
+            raise IllegalTransition(
+                action="override", state=task.state, message=f"Cannot override a task that is {task.state}{why}."
+            )
+        w = TaskWrites()
+        verdict = Verdict(
             task=task,
             attempt=task.attempt,
             decision=verdict_decision,
             automatic=False,
-            decided_by=user if getattr(user, "is_authenticated", False) else None,
+            decided_by=acting.user_or_none(),
             reason=reason,
             violations=[v for v in task.violations if not v.get("waived_by")],
             waived=[v for v in task.violations if v.get("waived_by")],
         )
-        task.state = new_state
-        task.updated_at = now
-        fields = ["state", "updated_at", "event_seq"]
+        w.verdict(verdict)
+        fields: dict[str, Any] = {}
         if new_state == TaskState.QUEUED:
-            note = {"by": getattr(user, "username", "system"), "at": now.isoformat(), "text": guidance or reason}
-            task.spec = {**task.spec, "guidance": [*task.spec.get("guidance", []), note]}
-            task.max_attempts = task.attempt + task.spec.get("max_attempts", 3)
-            task.finished_at = None
-            task.error = ""
-            fields += ["spec", "max_attempts", "finished_at", "error"]
+            note = {"by": acting.name or acting.actor, "at": w.now.isoformat(), "text": guidance or reason}
+            spec = {**task.spec, "guidance": [*task.spec.get("guidance", []), note]}
+            fields = {
+                "spec": spec,
+                "max_attempts": task.attempt + spec.get("max_attempts", 3),
+                "finished_at": None,
+                "error": "",
+            }
         else:
-            task.finished_at = now
-            fields.append("finished_at")
-        data = {"from": previous, "to": new_state, **verdict_summary(verdict)}
-        append_event(task, "override", {**data, "actor": actor, "reason": reason})
-        task.save(update_fields=fields)
-        audit_record(
-            actor=actor, action="task.override", resource_type="task", resource_id=task.pk, data=data, reason=reason
+            fields = {"finished_at": w.now}
+        summary = verdict_summary(verdict)
+        transition(
+            w,
+            task,
+            to=new_state,
+            cause=Cause.OVERRIDE,
+            actor=acting,
+            event=EventType.OVERRIDE,
+            data={**summary, "actor": acting.actor, "reason": reason},
+            audit_action="task.override",
+            audit_data=summary,
+            reason=reason,
+            **fields,
         )
+        w.flush()
         if new_state == TaskState.QUEUED:
             bus.publish({"kind": "work"})
     return task

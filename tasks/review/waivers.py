@@ -25,10 +25,12 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework import serializers
 
-from audit.services import actor_for_user, audit_record
+from audit.services import audit_record
+from config.errors import Conflict, NotFound, PermissionDenied
+from config.strict import StrictCharField, StrictSerializer, validated
 from security import roles
+from security.principals import Principal, principal
 from tasks.models import Gate, Task, Waiver, WaiverReason, WaiverStatus
-from tasks.spec import StrictCharField, StrictSerializer
 
 # A waiver is an exception, not a policy: one that must outlive this many days
 # is a sign the gate or the spec should change instead.
@@ -44,21 +46,17 @@ EXPIRE_BATCH = 500
 LIVE_STATUSES = (WaiverStatus.PENDING, WaiverStatus.APPROVED)
 
 
-# --- domain errors (config.exceptions maps them to HTTP) ---------------------------
+# --- domain errors (each transport maps them once: config.exceptions for DRF) -------
 
 
-class WaiverError(Exception):
-    """Base class for waiver domain errors."""
-
-
-class WaiverNotFound(WaiverError):
+class WaiverNotFound(NotFound):
     def __init__(self, waiver_id: object) -> None:
         super().__init__(f"Waiver {waiver_id} does not exist.")
         self.waiver_id = waiver_id
 
 
-class WaiverForbidden(WaiverError):
-    """The user's role does not allow this change (HTTP 403)."""
+class WaiverForbidden(PermissionDenied):
+    """The principal's role does not allow this change (HTTP 403)."""
 
     code = "forbidden"
 
@@ -73,13 +71,13 @@ class RequesterCannotDecide(WaiverForbidden):
         self.action = action
 
 
-class IllegalWaiverTransition(WaiverError):
+class IllegalWaiverTransition(Conflict):
     """The action is not allowed from the waiver's current status (HTTP 409)."""
 
     code = "illegal_transition"
 
     def __init__(self, *, action: str, status: str, message: str = "") -> None:
-        super().__init__(message or f"Cannot {action} a waiver that is {status}.")
+        super().__init__(message or f"Cannot {action} a waiver that is {status}.", action=action, status=status)
         self.action = action
         self.status = status
 
@@ -142,12 +140,6 @@ class WaiverRevokeSerializer(StrictSerializer):
     reason = StrictCharField(min_length=MIN_REVOKE_REASON, max_length=NOTE_MAX_LENGTH)
 
 
-def _validated(serializer_class: type[StrictSerializer], data: dict[str, Any]) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 # --- services ---------------------------------------------------------------------
 
 
@@ -158,14 +150,14 @@ def _lock_waiver(waiver_id: uuid.UUID | str) -> Waiver:
         raise WaiverNotFound(waiver_id) from exc
 
 
-def _require_admin(user: Any, action: str) -> None:
-    if not roles.is_admin(user):
+def _require_admin(acting: Principal, action: str) -> None:
+    if not roles.is_admin(acting):
         raise WaiverForbidden(f"Only an admin may {action} a waiver.")
 
 
 def waiver_request(
     *,
-    user: Any,
+    actor: Any,
     title: str,
     reason: str,
     gates: list[str],
@@ -173,10 +165,12 @@ def waiver_request(
     expires_at: datetime,
     task_id: uuid.UUID | str | None = None,
 ) -> Waiver:
-    """Ask for an exemption; it does nothing until an admin other than ``user`` approves it."""
-    if not roles.can_operate(user):
+    """Ask for an exemption; it does nothing until an admin other than the requester approves it."""
+    acting = principal(actor)
+    user = acting.user_or_none()
+    if not roles.can_operate(acting):
         raise WaiverForbidden("Only an operator may request a waiver.")
-    clean = _validated(
+    clean = validated(
         WaiverRequestSerializer,
         {
             "title": title,
@@ -199,7 +193,7 @@ def waiver_request(
         )
         waiver.save(force_insert=True)
         audit_record(
-            actor=actor_for_user(user),
+            actor=acting.actor,
             action="waiver.request",
             resource_type="waiver",
             resource_id=waiver.pk,
@@ -215,13 +209,15 @@ def waiver_request(
     return waiver
 
 
-def _decide(*, waiver_id: uuid.UUID | str, user: Any, note: str, action: str, to: WaiverStatus) -> Waiver:
-    _require_admin(user, action)
-    note = _validated(WaiverDecisionSerializer, {"note": note})["note"]
+def _decide(*, waiver_id: uuid.UUID | str, actor: Any, note: str, action: str, to: WaiverStatus) -> Waiver:
+    acting = principal(actor)
+    user = acting.user_or_none()
+    _require_admin(acting, action)
+    note = validated(WaiverDecisionSerializer, {"note": note})["note"]
     now = timezone.now()
     with transaction.atomic():
         waiver = _lock_waiver(waiver_id)
-        if waiver.requested_by_id is not None and waiver.requested_by_id == user.pk:
+        if user is not None and waiver.requested_by_id == user.pk:
             raise RequesterCannotDecide(action=action)
         if waiver.status != WaiverStatus.PENDING:
             raise IllegalWaiverTransition(action=action, status=waiver.status)
@@ -234,7 +230,7 @@ def _decide(*, waiver_id: uuid.UUID | str, user: Any, note: str, action: str, to
         waiver.decision_note = note
         waiver.save(update_fields=["status", "decided_by", "decided_at", "decision_note"])
         audit_record(
-            actor=actor_for_user(user),
+            actor=acting.actor,
             action=f"waiver.{action}",
             resource_type="waiver",
             resource_id=waiver.pk,
@@ -244,25 +240,27 @@ def _decide(*, waiver_id: uuid.UUID | str, user: Any, note: str, action: str, to
     return waiver
 
 
-def waiver_approve(*, waiver_id: uuid.UUID | str, user: Any, note: str = "") -> Waiver:
+def waiver_approve(*, waiver_id: uuid.UUID | str, actor: Any, note: str = "") -> Waiver:
     """Grant a pending, unexpired waiver; from now until ``expires_at`` it drops its gates' violations."""
-    return _decide(waiver_id=waiver_id, user=user, note=note, action="approve", to=WaiverStatus.APPROVED)
+    return _decide(waiver_id=waiver_id, actor=actor, note=note, action="approve", to=WaiverStatus.APPROVED)
 
 
-def waiver_reject(*, waiver_id: uuid.UUID | str, user: Any, note: str = "") -> Waiver:
+def waiver_reject(*, waiver_id: uuid.UUID | str, actor: Any, note: str = "") -> Waiver:
     """Refuse a pending waiver for good; the requester asks again with a better case."""
-    return _decide(waiver_id=waiver_id, user=user, note=note, action="reject", to=WaiverStatus.REJECTED)
+    return _decide(waiver_id=waiver_id, actor=actor, note=note, action="reject", to=WaiverStatus.REJECTED)
 
 
-def waiver_revoke(*, waiver_id: uuid.UUID | str, user: Any, reason: str) -> Waiver:
+def waiver_revoke(*, waiver_id: uuid.UUID | str, actor: Any, reason: str) -> Waiver:
     """Withdraw a pending or approved waiver before its expiry, for the reason given.
 
     The requester may revoke their own waiver (if they are an admin): taking an
     exemption back never needs a second pair of eyes. The reason lives in the
     audit record, which is where the history of a waiver is read from.
     """
-    _require_admin(user, "revoke")
-    reason = _validated(WaiverRevokeSerializer, {"reason": reason})["reason"]
+    acting = principal(actor)
+    user = acting.user_or_none()
+    _require_admin(acting, "revoke")
+    reason = validated(WaiverRevokeSerializer, {"reason": reason})["reason"]
     with transaction.atomic():
         waiver = _lock_waiver(waiver_id)
         if waiver.status not in LIVE_STATUSES:
@@ -274,7 +272,7 @@ def waiver_revoke(*, waiver_id: uuid.UUID | str, user: Any, reason: str) -> Waiv
         waiver.revoke_reason = reason
         waiver.save(update_fields=["status", "revoked_by", "revoked_at", "revoke_reason"])
         audit_record(
-            actor=actor_for_user(user),
+            actor=acting.actor,
             action="waiver.revoke",
             resource_type="waiver",
             resource_id=waiver.pk,

@@ -17,8 +17,9 @@ from django.urls import reverse
 
 from audit.models import AuditRecord
 from config.admin_paginator import EstimatedCountPaginator, is_unfiltered
-from tasks.admin import tasks as task_admin
+from security.principals import SYSTEM
 from tasks import services
+from tasks.admin import tasks as task_admin
 from tasks.models import Task, TaskEvent, Worker
 
 CHANGELIST = reverse("admin:tasks_task_changelist")
@@ -112,11 +113,11 @@ def _queued(task: Task) -> None:
 
 
 def _paused(task: Task) -> None:
-    services.task_pause(task_id=task.pk)
+    services.task_pause(task_id=task.pk, actor=SYSTEM)
 
 
 def _canceled(task: Task) -> None:
-    services.task_cancel(task_id=task.pk)
+    services.task_cancel(task_id=task.pk, actor=SYSTEM)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +156,7 @@ def test_each_action_goes_through_the_service(client, operator, make_task, prepa
 
 def test_a_partly_illegal_selection_applies_the_legal_ones_and_reports_the_others(client, operator, make_task):
     first, second, done = (make_task(title=t) for t in ("First", "Second", "Already done"))
-    services.task_cancel(task_id=done.pk)
+    services.task_cancel(task_id=done.pk, actor=SYSTEM)
     done_events = done.events.count()
     done_audits = AuditRecord.objects.filter(resource_id=str(done.pk)).count()
 
@@ -379,7 +380,7 @@ def test_the_timeline_shows_the_latest_events_and_the_total(client, viewer, make
 
 def test_a_short_timeline_is_shown_whole(client, viewer, make_task):
     task = make_task()
-    services.task_pause(task_id=task.pk)
+    services.task_pause(task_id=task.pk, actor=SYSTEM)
     response = console(client, viewer).get(change_url(task))
     (timeline,) = response.context["inline_admin_formsets"]
     assert [f.instance.type for f in timeline.formset.forms] == ["created", "paused"]
@@ -413,7 +414,7 @@ def test_the_changelist_query_count_does_not_grow_with_rows(client, viewer, make
 def test_filters_and_search(client, viewer, make_task):
     keep = make_task(title="Rotate the keys", risk_tier=1)
     other = make_task(title="Water the plants", risk_tier=3)
-    services.task_pause(task_id=other.pk)
+    services.task_pause(task_id=other.pk, actor=SYSTEM)
     console(client, viewer)
 
     def titles(query: dict[str, str]) -> set[str]:

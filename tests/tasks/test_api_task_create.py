@@ -82,14 +82,20 @@ def test_it_creates_a_task_from_a_minimal_spec(operator_client, operator):
 
     event = TaskEvent.objects.get()
     assert (event.task_id, event.seq, event.type) == (task.id, 1, "created")
-    assert event.data == {"state": "queued", "actor": f"user:{operator.id}"}
+    assert event.data == {"from": None, "to": "queued", "state": "queued", "actor": f"user:{operator.id}"}
 
     record = AuditRecord.objects.get()
     assert record.actor == f"user:{operator.id}"
     assert record.action == "task.create"
     assert record.resource_type == "task"
     assert record.resource_id == str(task.id)
-    assert record.data == {"title": "Write the release notes", "priority": "medium", "risk_tier": 3}
+    assert record.data == {
+        "from": None,
+        "to": "queued",
+        "title": "Write the release notes",
+        "priority": "medium",
+        "risk_tier": 3,
+    }
 
 
 @pytest.mark.django_db

@@ -54,7 +54,7 @@ def test_it_shows_the_worker_by_name(viewer_client, make_task):
 @pytest.mark.django_db
 def test_it_shows_the_cancel_request(viewer_client, make_task, operator):
     task = make_task()
-    services.task_cancel(task_id=task.id, user=operator, reason="wrong repo")
+    services.task_cancel(task_id=task.id, actor=operator, reason="wrong repo")
     body = viewer_client.get(url(task.id)).json()
     task.refresh_from_db()
     assert body["state"] == "canceled"
@@ -69,8 +69,8 @@ def test_it_shows_the_cancel_request(viewer_client, make_task, operator):
 def test_it_shows_only_the_latest_twenty_events_oldest_first(viewer_client, make_task, operator):
     task = make_task()
     for _ in range(12):  # 1 created + 24 pause/resume events = 25 events
-        services.task_pause(task_id=task.id, user=operator)
-        services.task_resume(task_id=task.id, user=operator)
+        services.task_pause(task_id=task.id, actor=operator)
+        services.task_resume(task_id=task.id, actor=operator)
     events = viewer_client.get(url(task.id)).json()["events"]
     assert [e["seq"] for e in events] == list(range(6, 26))
 

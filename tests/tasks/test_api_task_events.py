@@ -19,10 +19,10 @@ def url(task_id: object) -> str:
 def task(make_task, operator) -> Task:
     """A task with five events: created, paused, resumed, paused, canceled."""
     task = make_task()
-    services.task_pause(task_id=task.id, user=operator)
-    services.task_resume(task_id=task.id, user=operator)
-    services.task_pause(task_id=task.id, user=operator, reason="hold on")
-    services.task_cancel(task_id=task.id, user=operator, reason="not needed")
+    services.task_pause(task_id=task.id, actor=operator)
+    services.task_resume(task_id=task.id, actor=operator)
+    services.task_pause(task_id=task.id, actor=operator, reason="hold on")
+    services.task_cancel(task_id=task.id, actor=operator, reason="not needed")
     return task
 
 

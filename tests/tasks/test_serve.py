@@ -75,7 +75,7 @@ def test_a_task_created_through_the_api_completes_with_its_progress_events(tmp_p
         events = api.get(f"{base}/api/v1/tasks/{task_id}/events", params={"limit": 1000}, timeout=10).json()
         types = [e["type"] for e in events["results"]]
         assert types[:2] == ["created", "attempt_started"]
-        assert types.count("progress") >= 3
+        assert types.count("worker.progress") >= 3
         assert types[-1] == "completed"
         health = api.get(f"{base}/api/health", timeout=10).json()
         assert health["components"]["dispatcher"]["status"] == "healthy"

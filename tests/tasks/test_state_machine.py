@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from audit.models import AuditRecord
-from tasks import services
+from tasks import services, transitions
 from tasks.exceptions import IllegalTransition
 from tasks.models import Task, TaskEvent
 
@@ -46,7 +46,7 @@ class TaskLifecycle(RuleBasedStateMachine):
 
     @rule()
     def create(self) -> None:
-        task = services.task_create(spec={"title": f"task {len(self.model)}"}, user=self.user)
+        task = services.task_create(spec={"title": f"task {len(self.model)}"}, actor=self.user)
         self.model[str(task.pk)] = "queued"
         self.transitions[str(task.pk)] = 0
 
@@ -60,10 +60,10 @@ class TaskLifecycle(RuleBasedStateMachine):
         service = services.ACTION_SERVICES[action]
         if expected is None:
             with pytest.raises(IllegalTransition) as info:
-                service(task_id=task_id, user=self.user, reason="random walk")
+                service(task_id=task_id, actor=self.user, reason="random walk")
             assert info.value.state == current
         else:
-            task = service(task_id=task_id, user=self.user, reason="random walk")
+            task = service(task_id=task_id, actor=self.user, reason="random walk")
             assert task.state == expected
             self.model[task_id] = expected
             self.transitions[task_id] += 1
@@ -111,12 +111,12 @@ def test_a_failure_mid_transition_writes_nothing(operator, make_task, monkeypatc
     events_before = TaskEvent.objects.count()
     audit_before = AuditRecord.objects.count()
 
-    def broken_audit(**kwargs):
+    def broken_audit(entries):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(services, "audit_record", broken_audit)
+    monkeypatch.setattr(transitions, "audit_records", broken_audit)
     with pytest.raises(RuntimeError, match="disk full"):
-        services.task_cancel(task_id=task.pk, user=operator, reason="stop")
+        services.task_cancel(task_id=task.pk, actor=operator, reason="stop")
 
     task.refresh_from_db()
     assert task.state == "queued"
@@ -128,12 +128,12 @@ def test_a_failure_mid_transition_writes_nothing(operator, make_task, monkeypatc
 
 @pytest.mark.django_db
 def test_a_failed_create_leaves_no_task(operator, monkeypatch) -> None:
-    def broken_audit(**kwargs):
+    def broken_audit(entries):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(services, "audit_record", broken_audit)
+    monkeypatch.setattr(transitions, "audit_records", broken_audit)
     with pytest.raises(RuntimeError):
-        services.task_create(spec={"title": "never"}, user=operator)
+        services.task_create(spec={"title": "never"}, actor=operator)
     assert not Task.objects.exists()
     assert not TaskEvent.objects.exists()
 

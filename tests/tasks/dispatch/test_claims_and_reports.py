@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditRecord
+from security.principals import SYSTEM, Principal
 from tasks import services
 from tasks.dispatch import claims, leases, reports
 from tasks.dispatch.reports import AttemptReport
@@ -23,7 +24,7 @@ def worker(db) -> Worker:
 
 def claim(worker: Worker, limit: int = 10, dispatcher: str = D) -> list[claims.Claim]:
     return claims.task_claim(
-        dispatcher_id=dispatcher,
+        actor=Principal.dispatcher(dispatcher),
         limit=limit,
         pick_worker=lambda t: worker if worker.covers(t.spec.get("capabilities", [])) else None,
         lease_s=30,
@@ -74,7 +75,7 @@ def test_a_completed_result_completes_the_task(make_task, worker):
     [c] = claim(worker)
     result = {"status": "completed", "output": "done"}
     reports.apply_reports(
-        dispatcher_id=D,
+        actor=Principal.dispatcher(D),
         reports=[
             AttemptReport(c.task_id, c.attempt, "progress", events=[{"type": "progress", "percent": 40, "phase": "x"}]),
             AttemptReport(c.task_id, c.attempt, "result", result=result),
@@ -82,7 +83,7 @@ def test_a_completed_result_completes_the_task(make_task, worker):
     )
     task.refresh_from_db()
     assert (task.state, task.result, task.progress_percent, task.lease_owner) == ("completed", result, 100, "")
-    assert event_types(task) == ["created", "attempt_started", "progress", "completed"]
+    assert event_types(task) == ["created", "attempt_started", "worker.progress", "completed"]
     assert audit_actions(task) == ["task.create", "task.start", "task.verdict"]
 
 
@@ -91,7 +92,9 @@ def test_a_retryable_failure_requeues_with_backoff_until_attempts_run_out(make_t
     task = make_task(max_attempts=2)
     for expected in ("queued", "failed"):
         [c] = claim(worker)
-        reports.apply_reports(dispatcher_id=D, reports=[AttemptReport(c.task_id, c.attempt, "failed", error="503")])
+        reports.apply_reports(
+            actor=Principal.dispatcher(D), reports=[AttemptReport(c.task_id, c.attempt, "failed", error="503")]
+        )
         task.refresh_from_db()
         assert task.state == expected
     assert task.attempt == 2
@@ -102,7 +105,8 @@ def test_a_non_retryable_failure_fails_at_once(make_task, worker):
     task = make_task(max_attempts=5)
     [c] = claim(worker)
     reports.apply_reports(
-        dispatcher_id=D, reports=[AttemptReport(c.task_id, c.attempt, "failed", error="400 bad spec", retryable=False)]
+        actor=Principal.dispatcher(D),
+        reports=[AttemptReport(c.task_id, c.attempt, "failed", error="400 bad spec", retryable=False)],
     )
     task.refresh_from_db()
     assert (task.state, task.error) == ("failed", "400 bad spec")
@@ -112,11 +116,11 @@ def test_a_stale_attempts_result_is_recorded_and_never_applied(make_task, worker
     task = make_task()
     [first] = claim(worker)
     Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert leases.reap_expired_leases(reaper_id="reaper") == [(str(task.pk), 1, "queued")]
+    assert leases.reap_expired_leases(actor=Principal.dispatcher("reaper")) == [(str(task.pk), 1, "queued")]
     [second] = claim(worker, dispatcher="other:2:def")
     assert second.attempt == 2
     reports.apply_reports(
-        dispatcher_id=D,
+        actor=Principal.dispatcher(D),
         reports=[AttemptReport(first.task_id, first.attempt, "result", result={"status": "completed"})],
     )
     task.refresh_from_db()
@@ -127,11 +131,11 @@ def test_a_stale_attempts_result_is_recorded_and_never_applied(make_task, worker
 def test_a_result_after_cancel_is_recorded_not_applied_and_the_cancel_confirmed(make_task, worker, operator):
     task = make_task()
     [c] = claim(worker)
-    services.task_cancel(task_id=task.pk, user=operator, reason="stop")
+    services.task_cancel(task_id=task.pk, actor=operator, reason="stop")
     task.refresh_from_db()
     assert task.state == "canceling"
     reports.apply_reports(
-        dispatcher_id=D,
+        actor=Principal.dispatcher(D),
         reports=[AttemptReport(c.task_id, c.attempt, "result", result={"status": "completed", "output": "late"})],
     )
     task.refresh_from_db()
@@ -141,7 +145,8 @@ def test_a_result_after_cancel_is_recorded_not_applied_and_the_cancel_confirmed(
     assert audit_actions(task).count("task.cancel") == 1
     # A result arriving later still is recorded too, and changes nothing.
     reports.apply_reports(
-        dispatcher_id=D, reports=[AttemptReport(c.task_id, c.attempt, "result", result={"status": "completed"})]
+        actor=Principal.dispatcher(D),
+        reports=[AttemptReport(c.task_id, c.attempt, "result", result={"status": "completed"})],
     )
     task.refresh_from_db()
     assert task.state == "canceled"
@@ -151,12 +156,14 @@ def test_a_result_after_cancel_is_recorded_not_applied_and_the_cancel_confirmed(
 def test_pausing_a_running_task_does_not_use_up_an_attempt(make_task, worker, operator):
     task = make_task(max_attempts=1)
     [c] = claim(worker)
-    services.task_pause(task_id=task.pk, user=operator)
-    reports.apply_reports(dispatcher_id=D, reports=[AttemptReport(c.task_id, c.attempt, "stopped", error="pause")])
+    services.task_pause(task_id=task.pk, actor=operator)
+    reports.apply_reports(
+        actor=Principal.dispatcher(D), reports=[AttemptReport(c.task_id, c.attempt, "stopped", error="pause")]
+    )
     task.refresh_from_db()
     assert (task.state, task.lease_owner, task.max_attempts) == ("paused", "", 2)
     assert event_types(task)[-1] == "attempt_stopped"
-    services.task_resume(task_id=task.pk, user=operator)
+    services.task_resume(task_id=task.pk, actor=operator)
     [again] = claim(worker)
     assert again.attempt == 2
 
@@ -165,9 +172,9 @@ def test_the_reaper_cancels_an_orphaned_canceling_task_and_fails_one_out_of_atte
     canceling = make_task(title="c")
     last = make_task(title="l", max_attempts=1)
     claim(worker)
-    services.task_cancel(task_id=canceling.pk, user=operator)
+    services.task_cancel(task_id=canceling.pk, actor=operator)
     Task.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    reaped = {tid: state for tid, _, state in leases.reap_expired_leases(reaper_id="r")}
+    reaped = {tid: state for tid, _, state in leases.reap_expired_leases(actor=Principal.dispatcher("r"))}
     assert reaped == {str(canceling.pk): "canceled", str(last.pk): "failed"}
     assert audit_actions(last)[-1] == "task.reclaim"
 
@@ -175,8 +182,8 @@ def test_the_reaper_cancels_an_orphaned_canceling_task_and_fails_one_out_of_atte
 def test_attempts_to_stop_names_canceled_paused_and_reclaimed_attempts(make_task, worker, operator):
     a, b, c = make_task(title="a"), make_task(title="b"), make_task(title="c")
     claims = {cl.task_id: cl.attempt for cl in claim(worker)}
-    services.task_cancel(task_id=a.pk, user=operator)
-    services.task_pause(task_id=b.pk, user=operator)
+    services.task_cancel(task_id=a.pk, actor=operator)
+    services.task_pause(task_id=b.pk, actor=operator)
     stop = leases.attempts_to_stop(dispatcher_id=D, attempts=claims)
     assert stop == {str(a.pk): "canceling", str(b.pk): "paused"}
     assert str(c.pk) not in stop
@@ -186,7 +193,7 @@ def test_malformed_worker_json_is_stored_safely_and_the_task_still_completes(mak
     task = make_task()
     [c] = claim(worker)
     reports.apply_reports(
-        dispatcher_id=D,
+        actor=Principal.dispatcher(D),
         reports=[
             AttemptReport(c.task_id, c.attempt, "progress", events=[{"type": "progress", "percent": "40%"}]),
             AttemptReport(c.task_id, c.attempt, "progress", events=[{"type": "progress", "percent": float("nan")}]),
@@ -212,7 +219,7 @@ def test_a_claim_counting_a_workers_load_waits_for_the_claim_that_holds_its_capa
     from django.db import connection, transaction
 
     for _ in range(4):
-        services.task_create(spec={"title": "t", "capabilities": ["python"]})
+        services.task_create(spec={"title": "t", "capabilities": ["python"]}, actor=SYSTEM)
     holding, release = threading.Event(), threading.Event()
     seen: dict[str, dict[int, int]] = {}
 

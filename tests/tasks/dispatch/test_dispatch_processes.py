@@ -96,10 +96,10 @@ def test_a_killed_dispatchers_task_is_reclaimed_and_completes_exactly_once(
     victim = dispatch_process("--concurrency", "2", "--lease", "2", "--id", "victim")
     task = services.task_create(
         spec={"title": "survive a crash", "input": {"kind": "sleep", "seconds": 1.5, "interval_s": 0.1}},
-        user=operator,
+        actor=operator,
     )
     wait_for(lambda: Task.objects.filter(pk=task.pk, state="running", lease_owner="victim").exists())
-    wait_for(lambda: TaskEvent.objects.filter(task=task, type="progress").exists())
+    wait_for(lambda: TaskEvent.objects.filter(task=task, type="worker.progress").exists())
     victim.send_signal(signal.SIGKILL)
     victim.wait(5)
 
@@ -135,7 +135,7 @@ def test_two_dispatchers_on_postgres_never_run_the_same_attempt_twice(
     dispatch_process("--concurrency", "16", "--id", "one")
     dispatch_process("--concurrency", "16", "--id", "two")
     tasks = [
-        services.task_create(spec={"title": f"t{i}", "input": {"kind": "echo", "n": i}}, user=operator)
+        services.task_create(spec={"title": f"t{i}", "input": {"kind": "echo", "n": i}}, actor=operator)
         for i in range(2000)
     ]
     wait_for(lambda: Task.objects.filter(state="completed").count() == len(tasks), timeout=180)
@@ -155,9 +155,9 @@ def test_sigterm_stops_claiming_and_returns_unfinished_work_to_the_queue(referen
     register(reference_worker)
     process = dispatch_process("--concurrency", "2", "--grace", "0.5", "--id", "leaving")
     task = services.task_create(
-        spec={"title": "long", "input": {"kind": "sleep", "seconds": 60, "interval_s": 0.1}}, user=operator
+        spec={"title": "long", "input": {"kind": "sleep", "seconds": 60, "interval_s": 0.1}}, actor=operator
     )
-    wait_for(lambda: TaskEvent.objects.filter(task=task, type="progress").exists())
+    wait_for(lambda: TaskEvent.objects.filter(task=task, type="worker.progress").exists())
     process.send_signal(signal.SIGTERM)
     assert process.wait(15) == 0
     task.refresh_from_db()

@@ -87,7 +87,7 @@ def task_of(operator) -> Callable[..., Task]:
     def make(kind: str = "echo", **input: Any) -> Task:
         extra = input.pop("spec", {})
         spec = {"title": f"{kind} task", "input": {"kind": kind, **input}, "capabilities": ["reference"]} | extra
-        return services.task_create(spec=spec, user=operator)
+        return services.task_create(spec=spec, actor=operator)
 
     return make
 
@@ -127,7 +127,7 @@ def test_progress_events_stream_onto_the_timeline(reference_worker, dispatcher, 
     task = task_of("sleep", seconds=0.4, interval_s=0.1)
     wait_for(lambda: state_of(task) == "completed")
     types = event_types(task)
-    assert types.count("progress") >= 3
+    assert types.count("worker.progress") >= 3
     task.refresh_from_db()
     assert task.progress_percent == 100
 
@@ -138,9 +138,9 @@ def test_cancel_of_a_running_task_stops_the_worker_and_a_late_result_is_not_appl
     register(reference_worker)
     dispatcher()
     task = task_of("sleep", seconds=30, interval_s=0.1)
-    wait_for(lambda: "progress" in event_types(task))
+    wait_for(lambda: "worker.progress" in event_types(task))
     start = time.monotonic()
-    services.task_cancel(task_id=task.pk, user=operator, reason="not needed")
+    services.task_cancel(task_id=task.pk, actor=operator, reason="not needed")
     wait_for(lambda: state_of(task) == "canceled", timeout=5)
     assert time.monotonic() - start < 2
     cancels = wait_for(lambda: [e for e in reference_worker.log(task_id=str(task.pk)) if e["path"] == "/cancel"])
@@ -157,11 +157,11 @@ def test_pausing_a_running_task_stops_its_attempt_and_resume_runs_it_again(
     register(reference_worker)
     dispatcher()
     task = task_of("sleep", seconds=0.6, interval_s=0.1)
-    wait_for(lambda: "progress" in event_types(task))
-    services.task_pause(task_id=task.pk, user=operator)
+    wait_for(lambda: "worker.progress" in event_types(task))
+    services.task_pause(task_id=task.pk, actor=operator)
     wait_for(lambda: [e for e in reference_worker.log(task_id=str(task.pk)) if e["path"] == "/cancel"])
     assert state_of(task) == "paused"
-    services.task_resume(task_id=task.pk, user=operator)
+    services.task_resume(task_id=task.pk, actor=operator)
     wait_for(lambda: state_of(task) == "completed")
     task.refresh_from_db()
     assert task.attempt == 2
@@ -217,7 +217,7 @@ def test_a_worker_busy_with_429_puts_the_task_back_without_using_up_its_attempts
     register(small, max_concurrency=4, retry_max_attempts=1)
     dispatcher(concurrency=4)
     first = task_of("sleep", seconds=3.5, interval_s=0.1)
-    wait_for(lambda: "progress" in event_types(first))
+    wait_for(lambda: "worker.progress" in event_types(first))
     second = task_of("echo", spec={"max_attempts": 2})
     wait_for(lambda: state_of(second) == "completed", timeout=30)
     second.refresh_from_db()
@@ -271,7 +271,7 @@ def test_a_worker_full_of_finishing_attempts_is_claimed_for_again_as_soon_as_the
 def test_a_task_nobody_can_take_stays_queued(reference_worker, dispatcher, operator):
     register(reference_worker)
     dispatcher()
-    task = services.task_create(spec={"title": "needs a gpu", "capabilities": ["gpu"]}, user=operator)
+    task = services.task_create(spec={"title": "needs a gpu", "capabilities": ["gpu"]}, actor=operator)
     time.sleep(0.6)
     assert state_of(task) == "queued"
 
@@ -281,7 +281,7 @@ def test_graceful_stop_returns_unfinished_attempts_to_the_queue_without_using_th
     d = Dispatcher(concurrency=2, poll_s=0.2)
     d.start()
     task = task_of("sleep", seconds=30, interval_s=0.1)
-    wait_for(lambda: "progress" in event_types(task))
+    wait_for(lambda: "worker.progress" in event_types(task))
     d.stop(grace_s=0.2)
     task.refresh_from_db()
     assert task.state == "queued"
@@ -318,9 +318,9 @@ def test_resume_while_the_paused_attempt_winds_down_keeps_the_new_attempt_tracke
     d.start()
     try:
         task = task_of("sleep", seconds=3, interval_s=0.1)
-        wait_for(lambda: "progress" in event_types(task))
-        services.task_pause(task_id=task.pk, user=operator)
-        services.task_resume(task_id=task.pk, user=operator)
+        wait_for(lambda: "worker.progress" in event_types(task))
+        services.task_pause(task_id=task.pk, actor=operator)
+        services.task_resume(task_id=task.pk, actor=operator)
         wait_for(lambda: state_of(task) == "completed", timeout=20)
         assert not TaskEvent.objects.filter(task=task, type="lease_expired").exists()
         assert Task.objects.get(pk=task.pk).attempt == 2

@@ -46,7 +46,7 @@ def test_a_placeholder_gets_changes_requested_and_a_waiver_lets_the_retry_throug
     running_dispatcher, operator, admin_user, django_user_model
 ):
     spec = {"title": "write the handler", "capabilities": ["reference"], "input": PLACEHOLDER_RESULT}
-    task = services.task_create(spec=spec, user=operator)
+    task = services.task_create(spec=spec, actor=operator)
     wait_for(lambda: state_of(task) == "failed")
     task.refresh_from_db()
     first = Verdict.objects.get(task=task)
@@ -61,7 +61,7 @@ def test_a_placeholder_gets_changes_requested_and_a_waiver_lets_the_retry_throug
     second_admin = django_user_model.objects.create_user("boss", password="x")
     second_admin.groups.add(admin_user.groups.get())
     waiver = waivers.waiver_request(
-        user=admin_user,
+        actor=admin_user,
         title="Scaffold for the demo",
         reason="experimental_feature",
         gates=["placeholders"],
@@ -69,8 +69,8 @@ def test_a_placeholder_gets_changes_requested_and_a_waiver_lets_the_retry_throug
         expires_at=timezone.now() + timedelta(days=2),
         task_id=task.pk,
     )
-    waivers.waiver_approve(waiver_id=waiver.pk, user=second_admin)
-    services.task_retry(task_id=task.pk, user=operator, reason="waiver approved")
+    waivers.waiver_approve(waiver_id=waiver.pk, actor=second_admin)
+    services.task_retry(task_id=task.pk, actor=operator, reason="waiver approved")
     wait_for(lambda: state_of(task) == "completed")
 
     task.refresh_from_db()
@@ -103,7 +103,7 @@ def test_risk_tier_1_waits_for_a_human_even_when_the_gates_pass(running_dispatch
         "capabilities": ["reference"],
         "input": {"kind": "echo"},
     }
-    task = services.task_create(spec=spec, user=operator)
+    task = services.task_create(spec=spec, actor=operator)
     wait_for(lambda: state_of(task) == "awaiting_review")
     verdict = Verdict.objects.get(task=task)
     assert (verdict.decision, verdict.threshold) == ("approved", 0.9)
@@ -240,7 +240,7 @@ def test_the_provenance_command_prints_trailers_and_verifies_messages(make_task,
     call_command("provenance", "verify", str(message))
     from tasks.review.verdicts import task_override
 
-    task_override(task_id=task.pk, user=operator, decision="reject", reason="Not what we asked for.")
+    task_override(task_id=task.pk, actor=operator, decision="reject", reason="Not what we asked for.")
     with pytest.raises(CommandError, match="superseded"):
         call_command("provenance", "verify", str(message))
     call_command("provenance", "trailer", str(task.pk))

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from audit.models import AuditRecord
+from config.errors import InvalidInput
 from tasks.models import Task, Waiver, WaiverStatus
 from tasks.review import waivers
 from tasks.review.waiver_selectors import active_waivers_for
@@ -82,7 +82,7 @@ def snapshot(waiver: Waiver) -> dict[str, Any]:
 def test_an_operator_requests_a_pending_waiver(operator, make_task):
     task = make_task()
     expires = timezone.now() + timedelta(days=3)
-    waiver = waiver_request(user=operator, **request_fields(expires_at=expires, task_id=task.pk))
+    waiver = waiver_request(actor=operator, **request_fields(expires_at=expires, task_id=task.pk))
 
     waiver.refresh_from_db()
     assert waiver.status == "pending"
@@ -104,13 +104,13 @@ def test_an_operator_requests_a_pending_waiver(operator, make_task):
 
 
 def test_a_waiver_without_a_task_is_global(operator):
-    waiver = waiver_request(user=operator, **request_fields(gates=["scope", "budget"]))
+    waiver = waiver_request(actor=operator, **request_fields(gates=["scope", "budget"]))
     assert waiver.task_id is None
     assert AuditRecord.objects.get(action="waiver.request").data["task"] is None
 
 
 def test_the_justification_is_stored_stripped(operator):
-    waiver = waiver_request(user=operator, **request_fields(justification=f"   {JUSTIFICATION}\n"))
+    waiver = waiver_request(actor=operator, **request_fields(justification=f"   {JUSTIFICATION}\n"))
     waiver.refresh_from_db()
     assert waiver.justification == JUSTIFICATION
 
@@ -119,13 +119,13 @@ def test_the_justification_is_stored_stripped(operator):
 def test_only_an_operator_may_request(request, persona):
     user = request.getfixturevalue(persona)
     with pytest.raises(WaiverForbidden, match="Only an operator may request a waiver"):
-        waiver_request(user=user, **request_fields())
+        waiver_request(actor=user, **request_fields())
     assert counts() == (0, 0)
 
 
 def test_anonymous_cannot_request():
     with pytest.raises(WaiverForbidden):
-        waiver_request(user=None, **request_fields())
+        waiver_request(actor=None, **request_fields())
     assert counts() == (0, 0)
 
 
@@ -148,16 +148,16 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("field", "value"), BAD_REQUESTS)
 def test_a_bad_request_names_the_field_and_writes_nothing(operator, field, value):
-    with pytest.raises(ValidationError) as caught:
-        waiver_request(user=operator, **request_fields(**{field: value}))
-    assert set(caught.value.detail) == {"task" if field == "task_id" else field}
+    with pytest.raises(InvalidInput) as caught:
+        waiver_request(actor=operator, **request_fields(**{field: value}))
+    assert set(caught.value.fields) == {"task" if field == "task_id" else field}
     assert counts() == (0, 0)
 
 
 def test_duplicate_gates_are_named(operator):
-    with pytest.raises(ValidationError) as caught:
-        waiver_request(user=operator, **request_fields(gates=["scope", "budget", "scope"]))
-    assert caught.value.detail == {"gates": ["Duplicate gates: scope."]}
+    with pytest.raises(InvalidInput) as caught:
+        waiver_request(actor=operator, **request_fields(gates=["scope", "budget", "scope"]))
+    assert caught.value.fields == {"gates": ["Duplicate gates: scope."]}
 
 
 @pytest.mark.parametrize(
@@ -169,22 +169,22 @@ def test_duplicate_gates_are_named(operator):
     ],
 )
 def test_the_expiry_must_be_in_the_next_90_days(operator, delta, message):
-    with pytest.raises(ValidationError) as caught:
-        waiver_request(user=operator, **request_fields(expires_at=timezone.now() + delta))
-    assert caught.value.detail == {"expires_at": [message]}
+    with pytest.raises(InvalidInput) as caught:
+        waiver_request(actor=operator, **request_fields(expires_at=timezone.now() + delta))
+    assert caught.value.fields == {"expires_at": [message]}
     assert counts() == (0, 0)
 
 
 def test_an_expiry_just_inside_90_days_is_accepted(operator):
-    waiver = waiver_request(user=operator, **request_fields(expires_at=timezone.now() + timedelta(days=89)))
+    waiver = waiver_request(actor=operator, **request_fields(expires_at=timezone.now() + timedelta(days=89)))
     assert waiver.status == "pending"
 
 
 def test_an_unknown_task_is_named(operator):
     missing = "8d1b0a52-0c4c-4f4e-9c39-3c1c7f0c3c11"
-    with pytest.raises(ValidationError) as caught:
-        waiver_request(user=operator, **request_fields(task_id=missing))
-    assert caught.value.detail == {"task": [f"No task with id {missing}."]}
+    with pytest.raises(InvalidInput) as caught:
+        waiver_request(actor=operator, **request_fields(task_id=missing))
+    assert caught.value.fields == {"task": [f"No task with id {missing}."]}
     assert counts() == (0, 0)
 
 
@@ -195,8 +195,8 @@ def test_an_unknown_task_is_named(operator):
     ("service", "action", "status"), [(waiver_approve, "approve", "approved"), (waiver_reject, "reject", "rejected")]
 )
 def test_an_admin_decides_a_pending_waiver(operator, admin_user, service, action, status):
-    waiver = waiver_request(user=operator, **request_fields())
-    service(waiver_id=waiver.pk, user=admin_user, note="Checked with the vendor.")
+    waiver = waiver_request(actor=operator, **request_fields())
+    service(waiver_id=waiver.pk, actor=admin_user, note="Checked with the vendor.")
 
     waiver.refresh_from_db()
     assert waiver.status == status
@@ -217,18 +217,18 @@ def test_an_admin_decides_a_pending_waiver(operator, admin_user, service, action
 
 @pytest.mark.parametrize("service", [waiver_approve, waiver_reject])
 def test_the_requester_cannot_decide_their_own_waiver(admin_user, service):
-    waiver = waiver_request(user=admin_user, **request_fields())
+    waiver = waiver_request(actor=admin_user, **request_fields())
     before, rows = counts(), snapshot(waiver)
     with pytest.raises(RequesterCannotDecide, match="You requested this waiver") as caught:
-        service(waiver_id=waiver.pk, user=admin_user)
+        service(waiver_id=waiver.pk, actor=admin_user)
     assert caught.value.code == "requester_cannot_decide"
     assert counts() == before
     assert snapshot(waiver) == rows
 
 
 def test_another_admin_approves_what_an_admin_requested(admin_user, second_admin):
-    waiver = waiver_request(user=admin_user, **request_fields())
-    waiver_approve(waiver_id=waiver.pk, user=second_admin)
+    waiver = waiver_request(actor=admin_user, **request_fields())
+    waiver_approve(waiver_id=waiver.pk, actor=second_admin)
     waiver.refresh_from_db()
     assert (waiver.status, waiver.decided_by) == ("approved", second_admin)
 
@@ -236,10 +236,10 @@ def test_another_admin_approves_what_an_admin_requested(admin_user, second_admin
 @pytest.mark.parametrize("service", [waiver_approve, waiver_reject])
 @pytest.mark.parametrize("persona", ["operator", "viewer", "nobody"])
 def test_only_an_admin_decides(request, admin_user, service, persona):
-    waiver = waiver_request(user=admin_user, **request_fields())
+    waiver = waiver_request(actor=admin_user, **request_fields())
     before, rows = counts(), snapshot(waiver)
     with pytest.raises(WaiverForbidden, match="Only an admin may"):
-        service(waiver_id=waiver.pk, user=request.getfixturevalue(persona))
+        service(waiver_id=waiver.pk, actor=request.getfixturevalue(persona))
     assert counts() == before
     assert snapshot(waiver) == rows
 
@@ -250,7 +250,7 @@ def test_only_a_pending_waiver_is_decided(admin_user, service, status):
     waiver = make_waiver(status=status)
     before, rows = counts(), snapshot(waiver)
     with pytest.raises(IllegalWaiverTransition) as caught:
-        service(waiver_id=waiver.pk, user=admin_user)
+        service(waiver_id=waiver.pk, actor=admin_user)
     action = service.__name__.removeprefix("waiver_")
     assert str(caught.value) == f"Cannot {action} a waiver that is {status}."
     assert (caught.value.action, caught.value.status, caught.value.code) == (action, status, "illegal_transition")
@@ -262,7 +262,7 @@ def test_an_expired_pending_waiver_cannot_be_approved(admin_user):
     waiver = make_waiver(status="pending", expires_at=timezone.now() - timedelta(minutes=1))
     before, rows = counts(), snapshot(waiver)
     with pytest.raises(WaiverExpired, match=r"expired at .*; request a new one") as caught:
-        waiver_approve(waiver_id=waiver.pk, user=admin_user)
+        waiver_approve(waiver_id=waiver.pk, actor=admin_user)
     assert (caught.value.status, caught.value.code) == ("pending", "waiver_expired")
     assert counts() == before
     assert snapshot(waiver) == rows
@@ -270,17 +270,17 @@ def test_an_expired_pending_waiver_cannot_be_approved(admin_user):
 
 def test_an_expired_pending_waiver_can_still_be_rejected(admin_user):
     waiver = make_waiver(status="pending", expires_at=timezone.now() - timedelta(minutes=1))
-    waiver_reject(waiver_id=waiver.pk, user=admin_user, note="Too late anyway.")
+    waiver_reject(waiver_id=waiver.pk, actor=admin_user, note="Too late anyway.")
     waiver.refresh_from_db()
     assert waiver.status == "rejected"
 
 
 def test_a_decision_note_is_limited(operator, admin_user):
-    waiver = waiver_request(user=operator, **request_fields())
+    waiver = waiver_request(actor=operator, **request_fields())
     before = counts()
-    with pytest.raises(ValidationError) as caught:
-        waiver_approve(waiver_id=waiver.pk, user=admin_user, note="x" * 2001)
-    assert set(caught.value.detail) == {"note"}
+    with pytest.raises(InvalidInput) as caught:
+        waiver_approve(waiver_id=waiver.pk, actor=admin_user, note="x" * 2001)
+    assert set(caught.value.fields) == {"note"}
     assert counts() == before
 
 
@@ -288,11 +288,11 @@ def test_a_decision_note_is_limited(operator, admin_user):
 @pytest.mark.parametrize("waiver_id", ["8d1b0a52-0c4c-4f4e-9c39-3c1c7f0c3c11", "not-a-uuid"])
 def test_an_unknown_waiver_is_not_found(admin_user, service, waiver_id):
     with pytest.raises(WaiverNotFound, match=f"Waiver {waiver_id} does not exist"):
-        service(waiver_id=waiver_id, user=admin_user)
+        service(waiver_id=waiver_id, actor=admin_user)
 
 
 def test_a_failure_after_the_change_leaves_neither_change_nor_record(operator, admin_user, monkeypatch):
-    waiver = waiver_request(user=operator, **request_fields())
+    waiver = waiver_request(actor=operator, **request_fields())
     before, rows = counts(), snapshot(waiver)
 
     def broken(**kwargs: Any) -> None:
@@ -300,7 +300,7 @@ def test_a_failure_after_the_change_leaves_neither_change_nor_record(operator, a
 
     monkeypatch.setattr(waivers, "audit_record", broken)
     with pytest.raises(RuntimeError):
-        waiver_approve(waiver_id=waiver.pk, user=admin_user)
+        waiver_approve(waiver_id=waiver.pk, actor=admin_user)
     assert counts() == before
     assert snapshot(waiver) == rows
 
@@ -311,7 +311,7 @@ def test_a_failure_after_the_change_leaves_neither_change_nor_record(operator, a
 @pytest.mark.parametrize("status", ["pending", "approved"])
 def test_an_admin_revokes_a_live_waiver(admin_user, status):
     waiver = make_waiver(status=status)
-    waiver_revoke(waiver_id=waiver.pk, user=admin_user, reason="The vendor shipped a fix.")
+    waiver_revoke(waiver_id=waiver.pk, actor=admin_user, reason="The vendor shipped a fix.")
 
     waiver.refresh_from_db()
     assert waiver.status == "revoked"
@@ -326,9 +326,9 @@ def test_an_admin_revokes_a_live_waiver(admin_user, status):
 
 
 def test_the_requester_may_revoke_their_own_waiver(admin_user, second_admin):
-    waiver = waiver_request(user=admin_user, **request_fields())
-    waiver_approve(waiver_id=waiver.pk, user=second_admin)
-    waiver_revoke(waiver_id=waiver.pk, user=admin_user, reason="No longer needed.")
+    waiver = waiver_request(actor=admin_user, **request_fields())
+    waiver_approve(waiver_id=waiver.pk, actor=second_admin)
+    waiver_revoke(waiver_id=waiver.pk, actor=admin_user, reason="No longer needed.")
     waiver.refresh_from_db()
     assert waiver.status == "revoked"
 
@@ -338,7 +338,7 @@ def test_a_finished_waiver_cannot_be_revoked(admin_user, status):
     waiver = make_waiver(status=status)
     before, rows = counts(), snapshot(waiver)
     with pytest.raises(IllegalWaiverTransition, match=f"Cannot revoke a waiver that is {status}."):
-        waiver_revoke(waiver_id=waiver.pk, user=admin_user, reason="The vendor shipped a fix.")
+        waiver_revoke(waiver_id=waiver.pk, actor=admin_user, reason="The vendor shipped a fix.")
     assert counts() == before
     assert snapshot(waiver) == rows
 
@@ -347,9 +347,9 @@ def test_a_finished_waiver_cannot_be_revoked(admin_user, status):
 def test_a_revoke_needs_a_reason_of_ten_characters(admin_user, reason):
     waiver = make_waiver()
     before, rows = counts(), snapshot(waiver)
-    with pytest.raises(ValidationError) as caught:
-        waiver_revoke(waiver_id=waiver.pk, user=admin_user, reason=reason)
-    assert set(caught.value.detail) == {"reason"}
+    with pytest.raises(InvalidInput) as caught:
+        waiver_revoke(waiver_id=waiver.pk, actor=admin_user, reason=reason)
+    assert set(caught.value.fields) == {"reason"}
     assert counts() == before
     assert snapshot(waiver) == rows
 
@@ -358,7 +358,7 @@ def test_a_revoke_needs_a_reason_of_ten_characters(admin_user, reason):
 def test_only_an_admin_revokes(request, persona):
     waiver = make_waiver()
     with pytest.raises(WaiverForbidden, match="Only an admin may revoke a waiver"):
-        waiver_revoke(waiver_id=waiver.pk, user=request.getfixturevalue(persona), reason="The vendor shipped a fix.")
+        waiver_revoke(waiver_id=waiver.pk, actor=request.getfixturevalue(persona), reason="The vendor shipped a fix.")
     waiver.refresh_from_db()
     assert waiver.status == "approved"
     assert AuditRecord.objects.count() == 0
@@ -417,9 +417,9 @@ def test_an_expired_waiver_cannot_be_approved_or_revoked_afterwards(admin_user):
     waiver = make_waiver(status="pending", expires_at=timezone.now() - timedelta(seconds=1))
     waivers_expire()
     with pytest.raises(IllegalWaiverTransition, match="that is expired"):
-        waiver_approve(waiver_id=waiver.pk, user=admin_user)
+        waiver_approve(waiver_id=waiver.pk, actor=admin_user)
     with pytest.raises(IllegalWaiverTransition, match="that is expired"):
-        waiver_revoke(waiver_id=waiver.pk, user=admin_user, reason="The vendor shipped a fix.")
+        waiver_revoke(waiver_id=waiver.pk, actor=admin_user, reason="The vendor shipped a fix.")
 
 
 # --- the active-waiver selector -----------------------------------------------------
@@ -499,11 +499,11 @@ def test_the_selector_takes_one_query(make_task, django_assert_num_queries):
 
 def test_an_approved_waiver_becomes_active_end_to_end(operator, admin_user, make_task):
     task = make_task()
-    waiver = waiver_request(user=operator, **request_fields(task_id=task.pk))
+    waiver = waiver_request(actor=operator, **request_fields(task_id=task.pk))
     assert active_waivers_for(task_id=task.pk, gates=["placeholders"]) == []
-    waiver_approve(waiver_id=waiver.pk, user=admin_user)
+    waiver_approve(waiver_id=waiver.pk, actor=admin_user)
     assert active_waivers_for(task_id=task.pk, gates=["placeholders"]) == [waiver]
-    waiver_revoke(waiver_id=waiver.pk, user=admin_user, reason="The vendor shipped a fix.")
+    waiver_revoke(waiver_id=waiver.pk, actor=admin_user, reason="The vendor shipped a fix.")
     assert active_waivers_for(task_id=task.pk, gates=["placeholders"]) == []
     assert list(AuditRecord.objects.filter(resource_type="waiver").order_by("id").values_list("action", flat=True)) == [
         "waiver.request",

@@ -11,10 +11,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditRecord
+from security.principals import Principal
 from tasks.dispatch import claims, reports
 from tasks.dispatch.reports import AttemptReport
-from tasks.dispatch.writes import TaskWrites, update_rows
 from tasks.models import Task, TaskEvent, Verdict, Worker
+from tasks.transitions import TaskWrites, update_rows
 
 D = "host:1:abc"
 
@@ -25,14 +26,14 @@ def worker(db) -> Worker:
 
 
 def claim(worker: Worker, limit: int) -> list[claims.Claim]:
-    return claims.task_claim(dispatcher_id=D, limit=limit, pick_worker=lambda t: worker, lease_s=30)
+    return claims.task_claim(actor=Principal.dispatcher(D), limit=limit, pick_worker=lambda t: worker, lease_s=30)
 
 
 def results(claims: list[claims.Claim]) -> list[AttemptReport]:
     reports = []
     for c in claims:
-        call = {"type": "worker_call", "worker": "w1", "attempt": c.attempt, "try": 1, "status": 200}
-        reports.append(AttemptReport(c.task_id, c.attempt, "progress", events=[call]))
+        call = {"worker": "w1", "attempt": c.attempt, "try": 1, "status": 200}
+        reports.append(AttemptReport(c.task_id, c.attempt, "progress", calls=[call]))
         reports.append(AttemptReport(c.task_id, c.attempt, "result", result={"status": "completed", "output": 1}))
     return reports
 
@@ -58,8 +59,8 @@ def test_a_batch_of_results_costs_the_same_statements_for_one_task_as_for_forty(
     for _ in range(41):
         make_task()
     first, rest = claim(worker, 1), claim(worker, 40)
-    one = queries(lambda: reports.apply_reports(dispatcher_id=D, reports=results(first)))
-    forty = queries(lambda: reports.apply_reports(dispatcher_id=D, reports=results(rest)))
+    one = queries(lambda: reports.apply_reports(actor=Principal.dispatcher(D), reports=results(first)))
+    forty = queries(lambda: reports.apply_reports(actor=Principal.dispatcher(D), reports=results(rest)))
     assert one == forty
     assert Task.objects.filter(state="completed", progress_percent=100, lease_owner="").count() == 41
     assert Verdict.objects.filter(decision="approved").count() == 41
@@ -87,9 +88,9 @@ def test_a_claim_reads_past_tasks_no_worker_takes_and_stops_at_its_read_budget(m
         return worker if not task.spec.get("capabilities") else None
 
     # limit 1: up to max(4 x 1, 32) = 32 candidates are read; the one takeable task is 41st.
-    assert claims.task_claim(dispatcher_id=D, limit=1, pick_worker=pick, lease_s=30) == []
+    assert claims.task_claim(actor=Principal.dispatcher(D), limit=1, pick_worker=pick, lease_s=30) == []
     Task.objects.filter(pk__in=[t.pk for t in blocked[:20]]).update(state="paused")
-    [taken] = claims.task_claim(dispatcher_id=D, limit=1, pick_worker=pick, lease_s=30)
+    [taken] = claims.task_claim(actor=Principal.dispatcher(D), limit=1, pick_worker=pick, lease_s=30)
     assert taken.task_id == str(ok.pk)
 
 
