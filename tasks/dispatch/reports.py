@@ -125,7 +125,7 @@ def clean_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_nodes: int = 
     return root
 
 
-_EVENT_TYPE = re.compile(r"[^a-z0-9_.-]")
+_EVENT_TYPE = re.compile(r"[^a-z0-9_]")
 
 
 def worker_event_type(raw: Any) -> str:
