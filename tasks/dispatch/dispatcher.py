@@ -132,6 +132,10 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
         self._workers: dict[int, tuple[Worker, WorkerConfig]] = {}
         self._clients: dict[str, WorkerClient] = {}
+        # Unusable worker rows already reported, with the updated_at they were reported at. The
+        # refresh runs every 2 s: a traceback each time buried the one line that mattered, so a
+        # row is reported once (a WARNING) and again only after someone changes it.
+        self._unusable_workers: dict[int, Any] = {}
         self._unsubscribe = None
         self.last_loop_at = 0.0
 
@@ -293,8 +297,8 @@ class Dispatcher:
             elif outcome.kind == "canceled" or item.abort.aborted:
                 client.cancel(task_id=claim.task_id, attempt=claim.attempt)
                 report = AttemptReport(claim.task_id, claim.attempt, "stopped", error=item.stop_reason or "aborted")
-            elif outcome.breaker_open or outcome.at_capacity:
-                # The worker never took the attempt (breaker open, or busy): back to the queue uncounted.
+            elif outcome.not_dispatched:
+                # The worker never took the attempt (breaker open, busy, or never reached): back to the queue uncounted.
                 report = AttemptReport(claim.task_id, claim.attempt, "not_dispatched", error=outcome.error)
             else:
                 report = AttemptReport(
@@ -419,6 +423,7 @@ class Dispatcher:
                         next_refresh = now + 2.0
                     if now >= next_expire:
                         waivers.waivers_expire()
+                        fleet.prune_dispatchers()
                         next_expire = now + WAIVER_EXPIRY_S
                 except Exception:
                     logger.exception("dispatcher housekeeping failed")
@@ -478,13 +483,23 @@ class Dispatcher:
                 self._abort(item, state)
 
     def _refresh_workers(self) -> None:
+        reported = self._unusable_workers
         workers = {}
         for worker in Worker.objects.filter(enabled=True):
             try:
                 workers[worker.pk] = (worker, worker_config(worker))
-            except Exception:
+            except Exception as exc:
                 # One unusable row (a token the key cannot decrypt, a bad URL) must not stop the rest.
-                logger.exception("worker %s is misconfigured and is left out of routing", worker.name)
+                if reported.get(worker.pk) != worker.updated_at:
+                    reported[worker.pk] = worker.updated_at
+                    logger.warning(
+                        "worker %s is left out of routing until it is fixed: %s: %s",
+                        worker.name,
+                        type(exc).__name__,
+                        exc,
+                    )
+            else:
+                reported.pop(worker.pk, None)
         # Keep configs of in-flight attempts' workers even if just disabled.
         self._workers = workers | {k: v for k, v in self._workers.items() if k not in workers and self._uses(k)}
 

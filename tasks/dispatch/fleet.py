@@ -20,6 +20,9 @@ from tasks.models import DispatcherProcess, Worker
 WORKER_POLL_S = 10.0
 # A dispatcher unseen for this long is taken for dead.
 DISPATCHER_STALE_S = 30.0
+# How long a stopped or silent dispatcher's row is kept, so an operator can still see what ran
+# recently. Every start adds a row (ids are per process), so without pruning the table only grows.
+DISPATCHER_FORGET_S = 3600.0
 
 
 def dispatcher_heartbeat(*, dispatcher_id: str, concurrency: int, inflight: int) -> None:
@@ -104,8 +107,12 @@ def workers_summary() -> dict[str, Any]:
     return {"status": status, "enabled": len(workers), "usable": usable, "workers": detail}
 
 
-def stale_dispatchers(*, older_than_s: float = 3600) -> int:
-    """Forget heartbeats of dispatchers stopped or unseen for ``older_than_s``."""
+def prune_dispatchers(*, older_than_s: float = DISPATCHER_FORGET_S) -> int:
+    """Delete the rows of dispatchers stopped, or silent, for longer than ``older_than_s``; returns how many.
+
+    A live dispatcher whose row goes (its clock is far behind ours) writes it again at its next
+    heartbeat, so pruning can cost a row its ``started_at`` but never hide a live dispatcher for long.
+    """
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    deleted, _ = DispatcherProcess.objects.filter(Q(last_seen_at__lt=cutoff)).delete()
+    deleted, _ = DispatcherProcess.objects.filter(Q(stopped_at__lt=cutoff) | Q(last_seen_at__lt=cutoff)).delete()
     return deleted

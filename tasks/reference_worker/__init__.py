@@ -5,7 +5,3 @@ benchmarks call, with task kinds ``echo``, ``sleep`` and ``fail`` and fault inje
 (503s, latency, hangs, dropped streams). Standard library only, no Django: run it with
 ``python -m tasks.reference_worker`` or ``python manage.py reference_worker``.
 """
-
-from tasks.reference_worker.protocol import PROTOCOL_VERSION
-
-__all__ = ["PROTOCOL_VERSION"]

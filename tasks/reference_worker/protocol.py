@@ -21,7 +21,6 @@ NDJSON_TYPE = "application/x-ndjson"
 
 TASK_ID_MAX_LENGTH = 200
 FILE_OPERATIONS = frozenset({"create", "modify", "delete"})
-RESULT_STATUSES = frozenset({"completed", "failed"})
 
 
 class ProtocolError(Exception):

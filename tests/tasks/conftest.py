@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,17 @@ def stop_process(process: subprocess.Popen[str]) -> int:
     if process.stdout is not None:
         process.stdout.close()
     return process.returncode
+
+
+def closed_loopback_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on: connecting to it is refused at once.
+
+    Bound for a moment so the kernel picks a free number, then released: something else
+    could take that number within the test's few seconds, but only by a rare accident.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -39,7 +39,7 @@ from tasks.dispatch.worker_client.responses import (
     transport_failure,
 )
 from tasks.dispatch.worker_client.retry import retrying
-from tasks.dispatch.worker_client.transport import AbortHandle, abortable, thread_session
+from tasks.dispatch.worker_client.transport import AbortHandle, abortable, never_connected, thread_session
 
 PROTOCOL_HEADERS = {"Agency-Protocol": "1"}
 # The worker must answer within 1 s of the deadline (protocol §7); the client waits that long past it.
@@ -62,9 +62,14 @@ class AttemptOutcome:
     ``retryable`` (absent means true, protocol §4). ``breaker_open`` is true when no request
     was sent because the worker's breaker refused (open, or its half-open trial is taken):
     the caller routes elsewhere without counting the attempt. If the breaker opened after
-    some tries, the outcome is an ordinary ``failed`` one whose error says so.
+    some tries, the outcome is an ordinary ``failed`` one whose error says so (and
+    ``unreached`` if none of those tries got a connection).
     ``at_capacity`` is true when the last try was refused with 429: the worker is busy, it
     did not start the work (protocol §10), so the attempt need not count either.
+    ``unreached`` is true when tries were made but none of them got a connection to the
+    worker (refused, DNS failure, connect timeout): the request provably never reached it,
+    whatever the breaker's state, a half-open trial included (the breaker still counts
+    those tries as failures). :attr:`not_dispatched` sums these up for the caller.
     """
 
     kind: str
@@ -73,8 +78,13 @@ class AttemptOutcome:
     retryable: bool
     breaker_open: bool
     http_calls: int
-    latency_ms: float
     at_capacity: bool = False
+    unreached: bool = False
+
+    @property
+    def not_dispatched(self) -> bool:
+        """The worker did not take the attempt: put the task back without using up an attempt."""
+        return self.breaker_open or self.at_capacity or self.unreached
 
 
 class _BreakerRefused(Exception):
@@ -105,6 +115,9 @@ class _Attempt:
     on_event: EventCallback
     on_call: EventCallback | None
     http_calls: int = 0
+    # Whether any try may have reached the worker: set by every try except one that never
+    # got a connection. Until it is set, the worker cannot have started this attempt.
+    reached: bool = False
     last_failure: TryFailed | None = field(default=None, repr=False)
 
 
@@ -142,8 +155,7 @@ class WorkerClient:
         """
         if deadline.tzinfo is None:
             raise ValueError("deadline must be timezone-aware")
-        started = time.monotonic()
-        deadline_at = started + (deadline - datetime.now(UTC)).total_seconds()
+        deadline_at = time.monotonic() + (deadline - datetime.now(UTC)).total_seconds()
         wire_deadline = deadline.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         ctx = _Attempt(
             task_id=task_id,
@@ -180,8 +192,16 @@ class WorkerClient:
             refused: bool = False,
             at_capacity: bool = False,
         ) -> AttemptOutcome:
-            latency_ms = round((time.monotonic() - started) * 1000, 1)
-            return AttemptOutcome(kind, result, error, retryable, refused, ctx.http_calls, latency_ms, at_capacity)
+            return AttemptOutcome(
+                kind=kind,
+                result=result,
+                error=error,
+                retryable=retryable,
+                breaker_open=refused,
+                http_calls=ctx.http_calls,
+                at_capacity=at_capacity,
+                unreached=kind == "failed" and ctx.http_calls > 0 and not ctx.reached,
+            )
 
         try:
             result = controller(self._try, ctx)
@@ -191,12 +211,17 @@ class WorkerClient:
             return outcome("failed", None, self._with_last_try("the attempt's deadline passed", ctx), True)
         except _BreakerRefused:
             error = self._with_last_try(f"circuit breaker of worker {self.config.name} is open", ctx)
-            # Only "nothing was sent" is a breaker_open outcome: once a try reached the worker the
-            # attempt was dispatched, even if the breaker opened before a retry.
+            # Only "no try at all" is a breaker_open outcome; earlier tries that never connected make
+            # it an unreached one. Once a try reached the worker the attempt was dispatched, even if
+            # the breaker opened before a retry.
             return outcome("failed", None, error, True, refused=ctx.http_calls == 0)
         except TryFailed as failure:
             if abort.aborted:
                 return outcome("canceled", None, "aborted", retryable=False)
+            if not ctx.reached:
+                # No try got a connection: there is nothing at the worker to cancel.
+                error = self._with_last_try(f"worker {self.config.name} could not be reached; nothing was sent", ctx)
+                return outcome("failed", None, error, failure.retryable)
             if failure.deadline:
                 self.cancel(task_id=task_id, attempt=attempt)
             return outcome("failed", None, failure.message, failure.retryable, at_capacity=failure.status == 429)
@@ -230,14 +255,17 @@ class WorkerClient:
         verdict: bool | None = None  # None: the worker is not judged (aborted, or the caller's callback failed)
         try:
             status, result = self._send(ctx, permit)
+            ctx.reached = True
             verdict = True
             return result
         except TryFailed as failure:
             status, error = failure.status, failure.message
+            ctx.reached = ctx.reached or not failure.unreached
             verdict = None if ctx.abort.aborted else not failure.worker_fault
             ctx.last_failure = failure
             raise
         except BaseException as exc:
+            ctx.reached = True  # not known to have stayed here
             error = f"interrupted by {type(exc).__name__} (from on_event, or a bug)"
             raise
         finally:
@@ -271,9 +299,13 @@ class WorkerClient:
         except requests.Timeout as exc:
             deadline = time.monotonic() >= ctx.give_up_at - 0.05
             reason = "no answer by the attempt's deadline" if deadline else "timed out"
-            raise transport_failure(f"{reason} ({type(exc).__name__})", deadline=deadline) from exc
+            raise transport_failure(
+                f"{reason} ({type(exc).__name__})", deadline=deadline, unreached=never_connected(exc)
+            ) from exc
         except requests.RequestException as exc:
-            raise transport_failure(self._redact(f"request failed: {type(exc).__name__}: {exc}")[:500]) from exc
+            raise transport_failure(
+                self._redact(f"request failed: {type(exc).__name__}: {exc}")[:500], unreached=never_connected(exc)
+            ) from exc
 
     def _read(self, ctx: _Attempt, response: requests.Response, permit: Permit) -> dict[str, Any]:
         status = response.status_code

@@ -40,7 +40,9 @@ class TryFailed(Exception):
     ``retryable``: tenacity may send the same request again. ``worker_fault``: the try
     counts as a failure for the circuit breaker (5xx, transport, a malformed answer),
     not when the worker answered sensibly (4xx, 409, 429). ``deadline``: the client gave
-    up because the attempt's deadline passed.
+    up because the attempt's deadline passed. ``unreached``: no connection to the worker
+    was ever made (refused, DNS failure, connect timeout), so not a byte of the request
+    left: the worker cannot have started the work.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class TryFailed(Exception):
         status: int | None = None,
         retry_after_s: float | None = None,
         deadline: bool = False,
+        unreached: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -60,10 +63,13 @@ class TryFailed(Exception):
         self.status = status
         self.retry_after_s = retry_after_s
         self.deadline = deadline
+        self.unreached = unreached
 
 
-def transport_failure(message: str, *, deadline: bool = False) -> TryFailed:
-    return TryFailed(message, retryable=True, worker_fault=True, deadline=deadline)
+def transport_failure(message: str, *, deadline: bool = False, unreached: bool = False) -> TryFailed:
+    # A worker that cannot be reached is still the worker's fault for its breaker: the
+    # breaker exists to stop calling a dead host, and a refused half-open trial must re-open it.
+    return TryFailed(message, retryable=True, worker_fault=True, deadline=deadline, unreached=unreached)
 
 
 def protocol_violation(message: str) -> TryFailed:

@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 _thread = threading.local()
 
@@ -174,3 +175,18 @@ def thread_session() -> requests.Session:
         session.mount("https://", adapter)
         _thread.session = session
     return session
+
+
+def never_connected(exc: requests.RequestException) -> bool:
+    """Whether ``exc`` was raised before any connection to the server existed: the request provably never left.
+
+    urllib3 raises ``ConnectTimeoutError`` and its subclasses ``NewConnectionError``
+    (refused, no route) and ``NameResolutionError`` (DNS) only from opening the socket, and
+    with no retries of its own it wraps them in a ``MaxRetryError`` that requests passes
+    on as the first argument of its exception. Everything else may have reached the
+    server: a connection reset or closed after the request was written, a read timeout,
+    and TLS errors, which urllib3 raises alike from the handshake and from a connection
+    the request already went through (a handshake timeout even surfaces as a read timeout).
+    """
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, ConnectTimeoutError)

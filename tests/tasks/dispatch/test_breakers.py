@@ -21,7 +21,7 @@ import redis
 from tasks.dispatch import breakers
 from tasks.dispatch.breakers import BreakerRegistry
 from tasks.dispatch.worker_client import AbortHandle, AttemptOutcome, WorkerClient, WorkerConfig
-from tests.tasks.conftest import RunningWorker
+from tests.tasks.conftest import RunningWorker, closed_loopback_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -147,6 +147,45 @@ def test_a_worker_failing_every_call_opens_after_five_tries_gets_one_trial_and_c
     ]
     assert len(_executes(failing)) == 6
     assert len(_executes(healthy)) == 1
+
+
+@pytest.mark.parametrize(
+    "shared", [pytest.param(False, id="memory"), pytest.param(True, id="redis", marks=needs_redis)]
+)
+def test_a_half_open_trial_that_cannot_connect_reopens_the_breaker_and_dispatched_nothing(
+    worker_name: str, shared: bool
+) -> None:
+    # Nothing listens on the port: the worker died, and its breaker opened while it was going.
+    transitions = Transitions()
+    registry = BreakerRegistry(REDIS_URL if shared else None, listener=transitions)
+    config = _config(f"http://127.0.0.1:{closed_loopback_port()}", worker_name)
+    client = WorkerClient(config, breakers=registry)
+    _fail(registry.get(config), config.breaker_fail_max)
+    _sleep_past_reset(registry, config)
+
+    trial = _execute(client)
+
+    assert (trial.kind, trial.http_calls, trial.breaker_open) == ("failed", 1, False)  # the trial, and no retry
+    assert (trial.unreached, trial.not_dispatched) == (True, True)  # so the task's attempt is not used up
+    assert "Connection refused" in trial.error
+    assert registry.state(worker_name) == "open"
+    assert registry.is_open(worker_name)
+    assert transitions.of(worker_name) == [("closed", "open"), ("open", "half_open"), ("half_open", "open")]
+    assert _execute(client).breaker_open  # re-opened for a full reset timeout: no call goes out now
+
+
+def test_refused_connections_open_a_closed_breaker_yet_no_attempt_was_dispatched(worker_name: str) -> None:
+    registry = BreakerRegistry()
+    client = WorkerClient(_config(f"http://127.0.0.1:{closed_loopback_port()}", worker_name), breakers=registry)
+
+    first = _execute(client)  # tries 1-3 refused
+    second = _execute(client)  # tries 4-5 refused; the fifth opens the breaker
+    third = _execute(client)
+
+    assert (first.http_calls, first.unreached, first.not_dispatched) == (3, True, True)
+    assert (second.http_calls, second.unreached, second.not_dispatched) == (2, True, True)
+    assert (third.http_calls, third.breaker_open, third.unreached, third.not_dispatched) == (0, True, False, True)
+    assert registry.state(worker_name) == "open"
 
 
 def test_while_the_trial_is_in_flight_other_callers_are_refused(reference_worker: RunningWorker) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,8 +18,9 @@ import pytest
 from audit.models import AuditRecord
 from tasks import services
 from tasks.dispatch import fleet
-from tasks.dispatch.dispatcher import Dispatcher
+from tasks.dispatch.dispatcher import Dispatcher, worker_config
 from tasks.models import Task, TaskEvent, Worker
+from tests.tasks.conftest import WORKER_TOKEN, closed_loopback_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -228,6 +230,75 @@ def test_a_worker_busy_with_429_puts_the_task_back_without_using_up_its_attempts
     requeues = TaskEvent.objects.filter(task=second, type="retry_scheduled").order_by("seq")
     assert [e.data["counts_as_attempt"] for e in requeues] == [False] * len(refused)
     assert "429" in requeues.first().data["error"]
+
+
+def dead_worker() -> SimpleNamespace:
+    """What ``register`` needs of a worker whose process is gone: nothing listens on its port."""
+    return SimpleNamespace(url=f"http://127.0.0.1:{closed_loopback_port()}", token=WORKER_TOKEN)
+
+
+def revive(start_reference_worker, dead: Worker):
+    """Start a reference worker at the dead one's address, as its process manager would restart it."""
+    return start_reference_worker("--port", dead.base_url.rsplit(":", 1)[1])
+
+
+def test_a_dead_workers_refused_half_open_trial_puts_the_task_back_with_its_attempt_budget_intact(
+    start_reference_worker, dispatcher, task_of
+):
+    # The worker died and its breaker opened. Past the 1 s reset timeout, a task that may use one
+    # attempt only carries the half-open trial, and the connection is refused.
+    name = f"dead-{uuid.uuid4().hex[:8]}"
+    dead = register(dead_worker(), name=name, retry_max_attempts=1, breaker_reset_timeout_s=1)
+    d = dispatcher(concurrency=1)
+    breaker = d.breakers.get(worker_config(dead))
+    for _ in range(dead.breaker_fail_max):
+        breaker.acquire().failure()
+    task = task_of("echo", spec={"max_attempts": 1})
+
+    requeue = wait_for(lambda: TaskEvent.objects.filter(task=task, type="retry_scheduled").order_by("seq").first())
+    queued = wait_for(lambda: (t := Task.objects.get(pk=task.pk)).state == "queued" and t)
+    assert requeue.data["counts_as_attempt"] is False
+    assert requeue.data["error"].startswith(f"worker {name} could not be reached; nothing was sent")
+    assert queued.max_attempts - queued.attempt == 1  # the one attempt it was created with is still to come
+    [trial] = TaskEvent.objects.filter(task=task, type="worker_call", seq__lt=requeue.seq)
+    assert trial.data["status"] is None
+    assert "Connection refused" in trial.data["error"]
+    # The trial still counted as a failed call: the breaker re-opened, on this task's timeline.
+    wait_for(lambda: TaskEvent.objects.filter(task=task, type="breaker", data__to="open").exists())
+    assert TaskEvent.objects.filter(task=task, type="breaker", data__to="half_open").exists()
+
+    live = revive(start_reference_worker, dead)
+    wait_for(lambda: state_of(task) == "completed")
+    task.refresh_from_db()
+    requeues = TaskEvent.objects.filter(task=task, type="retry_scheduled")
+    assert [e.data["counts_as_attempt"] for e in requeues] == [False] * requeues.count()
+    assert task.attempt == task.max_attempts == requeues.count() + 1
+    executes = [e for e in live.log(task_id=str(task.pk)) if e["path"] == "/execute"]
+    assert [e["idempotency_key"] for e in executes] == [f"{task.pk}:{task.attempt}"]
+    assert d.breakers.state(name) == "closed"  # the trial that reached the worker closed it
+
+
+def test_a_worker_refusing_connections_with_its_breaker_closed_uses_up_no_attempt(
+    start_reference_worker, dispatcher, task_of
+):
+    # Five failures open the breaker; the first attempt's two refused tries leave it closed.
+    name = f"dead-{uuid.uuid4().hex[:8]}"
+    dead = register(dead_worker(), name=name, retry_max_attempts=2, breaker_fail_max=5, breaker_reset_timeout_s=1)
+    dispatcher(concurrency=1)
+    task = task_of("echo", spec={"max_attempts": 1})
+
+    requeue = wait_for(lambda: TaskEvent.objects.filter(task=task, type="retry_scheduled").order_by("seq").first())
+    assert requeue.data["counts_as_attempt"] is False
+    calls = TaskEvent.objects.filter(task=task, type="worker_call", seq__lt=requeue.seq).order_by("seq")
+    assert [(c.data["try"], c.data["status"]) for c in calls] == [(1, None), (2, None)]
+    assert all("Connection refused" in c.data["error"] for c in calls)
+    assert not TaskEvent.objects.filter(task=task, type="breaker", seq__lt=requeue.seq).exists()
+
+    revive(start_reference_worker, dead)
+    wait_for(lambda: state_of(task) == "completed")
+    task.refresh_from_db()
+    assert task.attempt == task.max_attempts  # only the attempt that reached a worker counted
+    assert not TaskEvent.objects.filter(task=task, type="failed").exists()
 
 
 def test_two_dispatchers_together_never_start_more_than_a_workers_max_concurrency(

@@ -24,7 +24,7 @@ import requests
 
 from tasks.dispatch.breakers import BreakerRegistry
 from tasks.dispatch.worker_client import AbortHandle, AttemptOutcome, WorkerClient, WorkerConfig
-from tests.tasks.conftest import RunningWorker
+from tests.tasks.conftest import RunningWorker, closed_loopback_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -320,6 +320,104 @@ def test_a_json_answer_cut_before_it_arrives_is_retried_and_replayed(reference_w
         "executed",
         "replayed",
     ]
+
+
+# --- reached or not ----------------------------------------------------------------------------------
+
+
+class _FullListener:
+    """A loopback listener whose accept queue is full: the kernel drops further SYNs, so a connect times out."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0), backlog=0)
+        self.port = self.server.getsockname()[1]
+        self._fillers: list[socket.socket] = []
+        for _ in range(3):  # more than the queue holds (backlog 0 takes one on Linux)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self._fillers.append(filler)
+        time.sleep(0.05)
+
+    def close(self) -> None:
+        for sock in [*self._fillers, self.server]:
+            sock.close()
+
+
+def _serve_once(answer: bytes | None) -> tuple[socket.socket, int]:
+    """A listener that takes one connection and stops listening (a later one is refused), reads
+    the request, sends ``answer`` (or nothing) and hangs up."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            server.close()  # before hanging up: the client's retry must find nobody listening
+            if answer is not None:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("refused", id="connection-refused"),
+        pytest.param("dns", id="dns-failure"),
+        pytest.param("full", id="connect-timeout"),
+    ],
+)
+def test_tries_that_never_get_a_connection_leave_the_attempt_undispatched(
+    reference_worker: RunningWorker, host: str
+) -> None:
+    listener = _FullListener() if host == "full" else None
+    if listener is not None:
+        url = f"http://127.0.0.1:{listener.port}"
+    elif host == "dns":
+        url = "http://worker.no-such-host.invalid"  # .invalid never resolves (RFC 6761)
+    else:
+        url = f"http://127.0.0.1:{closed_loopback_port()}"
+    config = _config(reference_worker, base_url=url, retry_max_attempts=2, connect_timeout_s=0.2)
+    registry = BreakerRegistry()
+    calls: list[dict[str, Any]] = []
+    try:
+        outcome = _execute(WorkerClient(config, breakers=registry), {"kind": "echo"}, calls=calls)
+    finally:
+        if listener:
+            listener.close()
+
+    assert (outcome.kind, outcome.http_calls, outcome.retryable) == ("failed", 2, True)
+    assert (outcome.unreached, outcome.breaker_open, outcome.not_dispatched) == (True, False, True)
+    assert outcome.error.startswith(f"worker {config.name} could not be reached; nothing was sent (last try: ")
+    assert [c["status"] for c in calls] == [None, None]
+    assert registry.get(config).fail_counter == 2  # a dead host is still what the breaker is for
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(None, id="hung-up-without-answering"),
+        pytest.param(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", id="503"),
+    ],
+)
+def test_one_try_that_got_a_connection_makes_the_attempt_dispatched(
+    reference_worker: RunningWorker, answer: bytes | None
+) -> None:
+    # The first try is taken (the worker may have started the work), the second is refused.
+    server, port = _serve_once(answer)
+    config = _config(reference_worker, base_url=f"http://127.0.0.1:{port}", retry_max_attempts=2)
+    calls: list[dict[str, Any]] = []
+    try:
+        outcome = _execute(_client(config), {"kind": "echo"}, calls=calls)
+    finally:
+        server.close()
+
+    assert (outcome.kind, outcome.http_calls) == ("failed", 2)
+    assert (outcome.unreached, outcome.not_dispatched) == (False, False)
+    assert "Connection refused" in outcome.error  # the last try's, reported as an ordinary failure
+    assert [c["status"] for c in calls] == [None if answer is None else 503, None]
 
 
 # --- abort ------------------------------------------------------------------------------------------
