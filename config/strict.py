@@ -76,3 +76,25 @@ def validated(serializer_class: type[serializers.Serializer], data: Any, **kwarg
     if not serializer.is_valid():
         raise InvalidInput(fields=serializer.errors)
     return dict(serializer.validated_data)
+
+
+def nesting_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) has containers nested more than ``limit`` deep.
+
+    ``{}`` and ``[]`` are one level, ``{"a": [1]}`` two; scalars are none. Iterative on
+    purpose: a recursive walk would itself die of RecursionError on the very input it is
+    meant to refuse. It stops at the first path that goes too deep.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
+    return False

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -10,8 +12,13 @@ from rest_framework.views import APIView
 from metrics.health import UNHEALTHY, system_health
 
 
+# csrf_exempt: CsrfViewMiddleware runs before the view, so without it a POST would be
+# refused as a CSRF failure (403) instead of by the method check (405). Nothing here
+# changes state or reads a session, so there is nothing for CSRF to protect.
+@csrf_exempt
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness: the process answers. Touches no dependency."""
+    """Liveness: the process answers (GET, HEAD; 405 otherwise). Touches no dependency."""
     return JsonResponse({"status": "ok"})
 
 

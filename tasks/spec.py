@@ -6,13 +6,30 @@ error naming that key, so a typo (``risk_teir``) is never silently dropped.
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePosixPath
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.strict import StrictCharField, StrictIntegerField, StrictRegexField, StrictSerializer, validated
+from config.strict import (
+    StrictCharField,
+    StrictIntegerField,
+    StrictRegexField,
+    StrictSerializer,
+    nesting_depth_exceeds,
+    validated,
+)
 from tasks.models import Priority
+
+# ``input`` is free-form JSON handed to the worker and stored with the task; bound it so
+# that no task row, event or worker request is unboundedly deep or large. 32 levels is far
+# more than any worker input needs and far from the interpreter's recursion limit.
+MAX_INPUT_DEPTH = 32
+# The whole spec, serialized as stored (UTF-8 JSON): every field has its own bound, but
+# their sum (acceptance, scope, description and input at their maxima) would be megabytes.
+MAX_SPEC_BYTES = 256 * 1024
 
 
 class ScopePath(StrictCharField):
@@ -47,6 +64,22 @@ class AcceptanceCriterionSerializer(StrictSerializer):
     then = StrictCharField(max_length=2000)
 
 
+# validate_input takes an object only; say so (an untyped JSONField documents "anything").
+@extend_schema_field({"type": "object", "additionalProperties": {}, "description": "Free-form input for the worker."})
+class BoundedJSONField(serializers.JSONField):
+    """Free-form JSON, refused when nested past :data:`MAX_INPUT_DEPTH`.
+
+    Checked before DRF's own ``to_internal_value``, whose ``json.dumps`` recurses: a spec
+    that reaches us from a door other than the API's parser (the admin, chat, a command)
+    must get a field error here, not a RecursionError.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if nesting_depth_exceeds(data, MAX_INPUT_DEPTH):
+            raise serializers.ValidationError(f"Nested more than {MAX_INPUT_DEPTH} levels deep.")
+        return super().to_internal_value(data)
+
+
 class WorkingSpecSerializer(StrictSerializer):
     title = StrictCharField(max_length=200)
     description = StrictCharField(max_length=20_000, required=False, allow_blank=True, default="")
@@ -59,7 +92,7 @@ class WorkingSpecSerializer(StrictSerializer):
     capabilities = serializers.ListField(
         child=StrictRegexField(r"^[a-z0-9][a-z0-9_.:-]{0,99}$"), default=list, max_length=50
     )
-    input = serializers.JSONField(required=False, default=dict)
+    input = BoundedJSONField(required=False, default=dict)
     timeout_s = StrictIntegerField(min_value=1, max_value=86_400, default=600)
     max_attempts = StrictIntegerField(min_value=1, max_value=20, default=3)
 
@@ -73,6 +106,8 @@ class WorkingSpecSerializer(StrictSerializer):
     def validate_input(self, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        if _size(value) > MAX_SPEC_BYTES:
+            raise serializers.ValidationError(f"Larger than {MAX_SPEC_BYTES} bytes as JSON.")
         return value
 
     def validate_capabilities(self, value: list[str]) -> list[str]:
@@ -83,7 +118,19 @@ class WorkingSpecSerializer(StrictSerializer):
         overlap = sorted(set(scope.get("in", [])) & set(scope.get("out", [])))
         if overlap:
             raise serializers.ValidationError({"scope": [f"Paths both in and out of scope: {', '.join(overlap)}."]})
+        sizes = {name: _size(value) for name, value in attrs.items()}
+        if sum(sizes.values()) > MAX_SPEC_BYTES:
+            # Name the field that weighs most: it is the one to shrink.
+            largest = max(sizes, key=sizes.__getitem__)
+            raise serializers.ValidationError(
+                {largest: [f"The spec is larger than {MAX_SPEC_BYTES} bytes as JSON; this is its largest part."]}
+            )
         return attrs
+
+
+def _size(value: Any) -> int:
+    """Bytes of ``value`` as stored: compact UTF-8 JSON (what the JSONField writes, give or take)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode())
 
 
 def validate_spec(data: Any) -> dict[str, Any]:

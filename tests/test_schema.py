@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from config.openapi import WHITESPACE, non_blank_pattern
 
 SCHEMA = "/api/schema/"
 DOCS = "/api/docs/"
@@ -196,3 +201,143 @@ def test_it_refuses_a_user_without_a_role(nobody_client, path):
 @pytest.mark.parametrize("method", ["post", "put", "delete"])
 def test_it_rejects_other_methods(admin_client_api, path, method):
     assert getattr(admin_client_api, method)(path).status_code == 405
+
+
+# --- agreement with the server: nulls, errors, strict bodies, blank strings -------------------
+
+NULLABLE = {
+    "Task": {"worker", "created_by", "run_after", "started_at", "finished_at"},
+    "TaskDetail": {"worker", "created_by", "verdict", "cancel", "result"},
+    "Verdict": {"decided_by", "score", "threshold"},
+    "Waiver": {"task", "requested_by", "decided_by", "decided_at", "revoked_by", "revoked_at"},
+    "CancelRequest": {"requested_by"},
+    "Provenance": {"decided_by", "score"},
+}
+
+
+def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, ops in doc["paths"].items() for method, op in ops.items()]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("component", "fields"), NULLABLE.items())
+def test_it_marks_every_field_the_server_may_send_as_null_nullable(viewer_client, component, fields):
+    properties = schema(viewer_client)["components"]["schemas"][component]["properties"]
+    for field in fields:
+        assert properties[field].get("nullable") is True, f"{component}.{field}"
+
+
+@pytest.mark.django_db
+def test_it_documents_on_each_operation_the_errors_it_can_answer_with(viewer_client):
+    doc = schema(viewer_client)
+    for path, method, op in operations(doc):
+        responses = op["responses"]
+        expected = {"401", "403"}
+        if any(p["in"] == "query" for p in op.get("parameters", [])) or "requestBody" in op:
+            expected.add("400")
+        if "{" in path:
+            expected.add("404")
+        if "requestBody" in op:
+            expected |= {"413", "415"}
+        assert expected <= set(responses), (method, path, sorted(responses))
+        for status in expected:
+            ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/ValidationError" if status == "400" else "/Error"), (method, path, status)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/tasks/{task_id}/actions",
+        "/api/v1/tasks/{task_id}/cancel",
+        "/api/v1/waivers/{waiver_id}/approve",
+        "/api/v1/waivers/{waiver_id}/reject",
+        "/api/v1/waivers/{waiver_id}/revoke",
+    ],
+)
+def test_it_documents_the_409_of_state_changes(viewer_client, path):
+    response = schema(viewer_client)["paths"][path]["post"]["responses"]["409"]
+    assert response["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+
+
+@pytest.mark.django_db
+def test_it_shares_one_error_component(viewer_client):
+    components = schema(viewer_client)["components"]["schemas"]
+    assert set(components["Error"]["required"]) == {"detail", "code"}
+    assert components["ValidationError"]["type"] == "object"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "component",
+    [
+        "WorkingSpec",
+        "Scope",
+        "ChangeBudget",
+        "AcceptanceCriterion",
+        "LifecycleAction",
+        "OverrideAction",
+        "Cancel",
+        "WaiverRequest",
+        "WaiverDecision",
+        "WaiverRevoke",
+    ],
+)
+def test_it_closes_every_strict_body_to_unknown_keys(viewer_client, component):
+    assert schema(viewer_client)["components"]["schemas"][component]["additionalProperties"] is False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("component", ["Task", "TaskDetail", "Waiver", "Error"])
+def test_it_leaves_responses_open_for_fields_added_later(viewer_client, component):
+    assert "additionalProperties" not in schema(viewer_client)["components"]["schemas"][component]
+
+
+@pytest.mark.django_db
+def test_it_states_that_required_strings_may_not_be_blank(viewer_client):
+    components = schema(viewer_client)["components"]["schemas"]
+    title = components["WorkingSpec"]["properties"]["title"]
+    assert title["minLength"] == 1
+    assert title["pattern"] == non_blank_pattern(1)
+    assert components["OverrideAction"]["properties"]["reason"]["pattern"] == non_blank_pattern(10)
+    assert "pattern" not in components["WorkingSpec"]["properties"]["description"]  # blank allowed
+    assert components["Scope"]["properties"]["in"]["items"]["pattern"] == non_blank_pattern(1)  # list items too
+
+
+@pytest.mark.django_db
+def test_it_documents_the_action_body_as_one_of_two_required_shapes(viewer_client):
+    doc = schema(viewer_client)
+    body = doc["paths"]["/api/v1/tasks/{task_id}/actions"]["post"]["requestBody"]
+    assert body["required"] is True
+    shapes = doc["components"]["schemas"]["TaskActionRequest"]["oneOf"]
+    assert [s["$ref"].rsplit("/", 1)[1] for s in shapes] == ["LifecycleAction", "OverrideAction"]
+    assert doc["components"]["schemas"]["OverrideAction"]["required"] == ["action", "decision", "reason"]
+
+
+@pytest.mark.django_db
+def test_it_documents_input_as_an_object(viewer_client):
+    assert schema(viewer_client)["components"]["schemas"]["WorkingSpec"]["properties"]["input"]["type"] == "object"
+
+
+@pytest.mark.django_db
+def test_it_leaves_drfs_format_switch_undocumented(viewer_client):
+    for path, method, op in operations(schema(viewer_client)):
+        assert "format" not in {p["name"] for p in op.get("parameters", [])}, (method, path)
+
+
+@pytest.mark.django_db
+def test_it_documents_only_json_request_bodies(viewer_client):
+    for path, method, op in operations(schema(viewer_client)):
+        if "requestBody" in op:
+            assert set(op["requestBody"]["content"]) == {"application/json"}, (method, path)
+
+
+def test_the_whitespace_of_the_patterns_is_exactly_what_str_strip_removes():
+    spelled = {c for c in map(chr, range(0x110000)) if re.fullmatch(f"[{WHITESPACE}]", c)}
+    assert spelled == {c for c in map(chr, range(0x110000)) if c.isspace()}
+
+
+@given(st.text(alphabet=st.sampled_from(" \t\n\x1c\x1d\u3000\xa0ab"), max_size=16), st.integers(1, 5))
+def test_the_non_blank_pattern_accepts_exactly_what_drf_accepts_once_trimmed(text, least):
+    assert bool(re.search(non_blank_pattern(least), text)) == (len(text.strip()) >= least)

@@ -18,9 +18,14 @@ class AuditQuerySerializer(StrictSerializer):
     action = CommaListField(
         child=serializers.CharField(max_length=100), required=False, max_length=50, help_text="exact; several: a,b"
     )
-    actor = serializers.CharField(max_length=200, required=False, help_text="exact, e.g. user:3 or system")
-    resource_type = serializers.CharField(max_length=50, required=False)
-    resource_id = serializers.CharField(max_length=100, required=False, help_text="needs resource_type")
+    # Blank filters are "no filter", as a cleared form field sends them.
+    actor = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="exact, e.g. user:3 or system"
+    )
+    resource_type = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    resource_id = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, help_text="needs resource_type"
+    )
     since = serializers.DateTimeField(required=False, help_text="created at or after (inclusive)")
     until = serializers.DateTimeField(required=False, help_text="created before (exclusive)")
     cursor = serializers.CharField(max_length=500, required=False)

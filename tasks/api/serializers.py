@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from config.strict import CommaListField, StrictSerializer
+from config.strict import CommaListField, StrictCharField, StrictSerializer
 from tasks.models import Priority, Task, TaskEvent, Verdict, VerdictDecision
 from tasks.review.verdicts import MIN_REASON, OVERRIDE_DECISIONS
 from tasks.states import TaskAction, TaskState
@@ -24,7 +24,8 @@ class TaskListQuerySerializer(StrictSerializer):
     worker = serializers.SlugField(max_length=100, required=False)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
-    q = serializers.CharField(max_length=200, required=False, trim_whitespace=True)
+    # Blank is no search (a cleared search box), not an error.
+    q = serializers.CharField(max_length=200, required=False, trim_whitespace=True, allow_blank=True)
     ordering = serializers.ChoiceField(choices=list(ORDERINGS), required=False, default="-created_at")
     cursor = serializers.CharField(max_length=500, required=False)
     page_size = serializers.IntegerField(min_value=1, max_value=500, required=False, default=50)
@@ -37,40 +38,84 @@ class EventsQuerySerializer(StrictSerializer):
     format = serializers.CharField(required=False)
 
 
-class TaskActionSerializer(StrictSerializer):
-    action = serializers.ChoiceField(choices=[*TaskAction.values, "override"])
-    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
-    # Only for "override": the human verdict, and guidance for "request_changes".
-    decision = serializers.ChoiceField(choices=list(OVERRIDE_DECISIONS), required=False)
-    guidance = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+class LifecycleActionSerializer(StrictSerializer):
+    """Pause, resume, cancel or retry, with an optional reason."""
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs["action"] == "override":
-            if "decision" not in attrs:
-                raise serializers.ValidationError({"decision": ["Required for an override."]})
-            if len(attrs["reason"].strip()) < MIN_REASON:
-                raise serializers.ValidationError(
-                    {"reason": [f"An override needs a reason of at least {MIN_REASON} characters."]}
-                )
-        elif "decision" in attrs or attrs.get("guidance"):
+    action = serializers.ChoiceField(choices=TaskAction.values)
+    reason = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
+
+    def to_internal_value(self, data: Any) -> Any:
+        # Clearer than "Unknown field." for the override's own keys, and refused even when
+        # empty: the schema says a lifecycle action has no such keys, so the server agrees.
+        if isinstance(data, dict) and {"decision", "guidance"} & set(data):
             raise serializers.ValidationError({"decision": ["Only an override takes a decision or guidance."]})
-        return attrs
+        return super().to_internal_value(data)
+
+
+class OverrideActionSerializer(StrictSerializer):
+    """A human verdict on a task awaiting review; ``guidance`` goes with ``request_changes``."""
+
+    action = serializers.ChoiceField(choices=["override"])
+    decision = serializers.ChoiceField(
+        choices=list(OVERRIDE_DECISIONS), error_messages={"required": "Required for an override."}
+    )
+    reason = StrictCharField(
+        min_length=MIN_REASON,
+        max_length=2000,
+        error_messages={
+            "required": f"An override needs a reason of at least {MIN_REASON} characters.",
+            "blank": f"An override needs a reason of at least {MIN_REASON} characters.",
+            "min_length": f"An override needs a reason of at least {MIN_REASON} characters.",
+        },
+    )
+    guidance = StrictCharField(max_length=10_000, required=False, allow_blank=True, default="")
+
+
+def task_action_serializer(data: Any) -> type[StrictSerializer]:
+    """The shape ``data`` is checked against: each action is one of two shapes, told apart by ``action``."""
+    is_override = isinstance(data, dict) and data.get("action") == "override"
+    return OverrideActionSerializer if is_override else LifecycleActionSerializer
+
+
+# What the schema documents for the request body: exactly one of the two shapes.
+TASK_ACTION_REQUEST = PolymorphicProxySerializer(
+    component_name="TaskActionRequest",
+    serializers=[LifecycleActionSerializer, OverrideActionSerializer],
+    resource_type_field_name=None,
+)
 
 
 class CancelSerializer(StrictSerializer):
-    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    reason = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class TaskEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = TaskEvent
         fields = ["seq", "type", "data", "created_at"]
+        read_only_fields = fields
+
+
+class ProgressSerializer(serializers.Serializer):
+    percent = serializers.IntegerField(min_value=0, max_value=100)
+    phase = serializers.CharField(allow_blank=True)
+
+
+class CancelRequestSerializer(serializers.Serializer):
+    """Who asked for the cancel, and when; null until someone does."""
+
+    requested_at = serializers.DateTimeField()
+    requested_by = serializers.CharField(allow_null=True, help_text="Null once that user is deleted.")
+    reason = serializers.CharField(allow_blank=True)
 
 
 class TaskSerializer(serializers.ModelSerializer):
-    priority = serializers.CharField(source="get_priority_display")
-    worker = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    priority = serializers.ChoiceField(
+        source="get_priority_display", choices=[p.label for p in Priority], read_only=True
+    )
+    # The related names are null when there is none (no worker yet) or the row was deleted.
+    worker = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -95,13 +140,15 @@ class TaskSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(ProgressSerializer)
     def get_progress(self, task: Task) -> dict[str, Any]:
         return {"percent": task.progress_percent, "phase": task.progress_phase}
 
 
 class VerdictSerializer(serializers.ModelSerializer):
-    id = serializers.CharField(source="provenance_id")
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    id = serializers.CharField(source="provenance_id", read_only=True)
+    # Null for an automatic verdict, and once the deciding user is deleted.
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Verdict
@@ -135,6 +182,7 @@ class TaskDetailSerializer(TaskSerializer):
         verdict = self.context.get("verdict")
         return VerdictSerializer(verdict).data if verdict else None
 
+    @extend_schema_field(CancelRequestSerializer(allow_null=True))
     def get_cancel(self, task: Task) -> dict[str, Any] | None:
         if task.cancel_requested_at is None:
             return None
@@ -145,6 +193,7 @@ class TaskDetailSerializer(TaskSerializer):
             "reason": task.cancel_reason,
         }
 
+    @extend_schema_field(TaskEventSerializer(many=True))
     def get_events(self, task: Task) -> list[dict[str, Any]]:
         return TaskEventSerializer(self.context.get("latest_events", []), many=True).data
 

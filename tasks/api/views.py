@@ -8,21 +8,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.openapi import CONFLICT, error
 from config.pagination import keyset_page
 from security.permissions import IsOperatorOrReadOnly
 from tasks import selectors, services
 from tasks.api.serializers import (
     ORDERINGS,
+    TASK_ACTION_REQUEST,
     CancelSerializer,
     EventsQuerySerializer,
     ProvenanceSerializer,
-    TaskActionSerializer,
     TaskDetailSerializer,
     TaskEventPageSerializer,
     TaskEventSerializer,
     TaskListQuerySerializer,
     TaskPageSerializer,
     TaskSerializer,
+    task_action_serializer,
 )
 from tasks.models import Priority
 from tasks.review import verdicts
@@ -102,12 +104,12 @@ class TaskActionView(APIView):
     permission_classes = [IsOperatorOrReadOnly]
 
     @extend_schema(
-        request=TaskActionSerializer,
-        responses={200: TaskDetailSerializer},
+        request=TASK_ACTION_REQUEST,
+        responses={200: TaskDetailSerializer, 409: CONFLICT},
         summary="Pause, resume, cancel, retry or override a task (409 when illegal from its state)",
     )
     def post(self, request: Request, task_id: str) -> Response:
-        body = TaskActionSerializer(data=request.data)
+        body = task_action_serializer(request.data)(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
         if data["action"] == "override":
@@ -126,7 +128,9 @@ class TaskActionView(APIView):
 class TaskCancelView(APIView):
     permission_classes = [IsOperatorOrReadOnly]
 
-    @extend_schema(request=CancelSerializer, responses={200: TaskDetailSerializer}, summary="Cancel a task")
+    @extend_schema(
+        request=CancelSerializer, responses={200: TaskDetailSerializer, 409: CONFLICT}, summary="Cancel a task"
+    )
     def post(self, request: Request, task_id: str) -> Response:
         body = CancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -135,7 +139,10 @@ class TaskCancelView(APIView):
 
 
 class TaskProvenanceView(APIView):
-    @extend_schema(responses=ProvenanceSerializer, summary="The task's verdict provenance and commit trailer lines")
+    @extend_schema(
+        responses={200: ProvenanceSerializer, 404: error("No such task, or it has no verdict yet (code no_verdict).")},
+        summary="The task's verdict provenance and commit trailer lines",
+    )
     def get(self, request: Request, task_id: str) -> Response:
         record = verdicts.provenance(selectors.task_get(task_id=task_id))
         if record is None:

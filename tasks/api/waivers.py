@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.openapi import error
 from config.pagination import keyset_page
 from config.strict import CommaListField, StrictSerializer
 from security.permissions import IsAdminRole, IsOperatorOrReadOnly
@@ -25,9 +26,9 @@ from tasks.review import waiver_selectors, waivers
 # Newest first, on the (created_at, id) index.
 ORDERING = ["-created_at", "-id"]
 
-FORBIDDEN = OpenApiResponse(description="No role, the wrong role, or the requester deciding their own waiver.")
-NOT_FOUND = OpenApiResponse(description="No waiver with this id.")
-CONFLICT = OpenApiResponse(description="Not allowed from the waiver's current status (or it has expired).")
+FORBIDDEN = error("No role, the wrong role, or the requester deciding their own waiver.")
+NOT_FOUND = error("No waiver with this id.")
+CONFLICT = error("Not allowed from the waiver's current status (or it has expired).")
 
 
 class WaiverListQuerySerializer(StrictSerializer):
@@ -45,9 +46,10 @@ class WaiverSerializer(serializers.ModelSerializer):
     active = serializers.BooleanField(
         source="is_active", read_only=True, help_text="Approved and not yet expired: it waives its gates now."
     )
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    revoked_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null until decided or revoked, and once the user is deleted (SET_NULL).
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    revoked_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Waiver
