@@ -32,3 +32,14 @@ class IsAdminRole(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return roles.is_admin(request.user)
+
+
+class IsAdminOrReadOnly(BasePermission):
+    """Viewers read; the admin role may also write (the worker registry)."""
+
+    message = "You need the admin role for this action."
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS:
+            return roles.can_view(request.user)
+        return roles.is_admin(request.user)

@@ -10,8 +10,12 @@ from django import forms
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.forms.fields import InvalidJSONInput
+from rest_framework import serializers
 
 from config.errors import InvalidInput
+from security import egress
+from security.redaction import redact_url
+from tasks import workers
 from tasks.models import Gate, Task, Waiver, Worker
 from tasks.review.verdicts import OVERRIDE_DECISIONS
 from tasks.review.waivers import (
@@ -102,37 +106,66 @@ class TaskActForm(forms.Form):
 
 
 class WorkerForm(forms.ModelForm):
-    """The worker's bearer token is write-only: it is encrypted on save and never shown again."""
+    """The worker registry's add and change form, held to the rules of :mod:`tasks.workers`.
 
-    # Explicit, ahead of Django 6's change of the default: a bare host means https.
-    base_url = forms.URLField(max_length=500, assume_scheme="https", widget=AdminURLFieldWidget)
+    :meth:`clean` runs the services' own serializer, so the console refuses exactly what
+    the API and ``register_worker`` refuse, with the same messages; the admin then calls
+    the service with :attr:`worker_changes`. The bearer token is write-only: it is never
+    rendered, and a blank field keeps the stored one.
+    """
+
+    base_url = forms.CharField(
+        max_length=egress.MAX_URL_LENGTH,
+        widget=AdminURLFieldWidget,
+        help_text="http:// or https:// only, without user:password@ or a query string: the secret goes in token.",
+    )
     token = forms.CharField(
         required=False,
+        strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="The bearer token the dispatcher sends to this worker. Stored encrypted; leave blank to keep it.",
     )
 
     class Meta:
         model = Worker
-        fields = (
-            "name",
-            "base_url",
-            "token",
-            "capabilities",
-            "max_concurrency",
-            "enabled",
-            "request_timeout_s",
-            "retry_max_attempts",
-            "retry_initial_backoff_ms",
-            "retry_max_backoff_ms",
-            "breaker_fail_max",
-            "breaker_reset_timeout_s",
-        )
+        fields = ("name", *workers.SETTINGS)
 
-    def save(self, commit: bool = True) -> Worker:
-        if self.cleaned_data.get("token"):
-            self.instance.token = self.cleaned_data["token"]
-        return super().save(commit)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.worker_changes: dict[str, Any] = {}
+        if self.instance.pk is not None:
+            # A row registered before the URL policy may carry credentials in its URL: the form
+            # shows it without them, and a field left as shown keeps the stored URL.
+            self.initial["base_url"] = redact_url(self.instance.base_url)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        adding = self.instance.pk is None
+        names = ("name", *workers.SETTINGS) if adding else [f for f in workers.SETTINGS if f in self.changed_data]
+        data = {name: cleaned[name] for name in names if name in cleaned}
+        if "capabilities" in data and data["capabilities"] is None:
+            data["capabilities"] = []  # an emptied JSON box
+        if cleaned.get("token"):
+            data["token"] = cleaned["token"]
+        if adding:
+            serializer: serializers.Serializer = workers.WorkerRegisterSerializer(data=data)
+        else:
+            serializer = workers.WorkerUpdateSerializer(data=data, instance=self.instance)
+        if not serializer.is_valid():
+            for field, errors in serializer.errors.items():
+                # A field the form already refused would only be reported twice.
+                if field not in self.errors:
+                    self.add_error(field if field in self.fields else None, [str(e) for e in errors])
+        elif adding and workers.worker_name_taken(data["name"]):
+            self.add_error("name", f"A worker named {data['name']!r} is already registered.")
+        self.worker_changes = data
+        return cleaned
+
+    def _post_clean(self) -> None:
+        # The serializer in clean() is the validation every door shares, and the service writes
+        # the row, so the model's own validation is not run a second time: its URLField would
+        # refuse single-label hosts (http://worker:8080) that the API and the command accept.
+        pass
 
 
 class WaiverRequestForm(forms.ModelForm):

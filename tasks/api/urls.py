@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tasks.api import views, waivers
+from tasks.api import views, waivers, workers
 
 urlpatterns = [
     path("tasks", views.TaskListView.as_view(), name="task-list"),
@@ -14,4 +14,8 @@ urlpatterns = [
     path("waivers/<uuid:waiver_id>/reject", waivers.WaiverRejectView.as_view(), name="waiver-reject"),
     path("waivers/<uuid:waiver_id>/revoke", waivers.WaiverRevokeView.as_view(), name="waiver-revoke"),
     path("tasks/<uuid:task_id>/provenance", views.TaskProvenanceView.as_view(), name="task-provenance"),
+    path("workers", workers.WorkerListView.as_view(), name="worker-list"),
+    path("workers/<slug:name>", workers.WorkerDetailView.as_view(), name="worker-detail"),
+    path("workers/<slug:name>/enable", workers.WorkerEnableView.as_view(), name="worker-enable"),
+    path("workers/<slug:name>/disable", workers.WorkerDisableView.as_view(), name="worker-disable"),
 ]

@@ -569,6 +569,121 @@ def test_the_worker_form_rejects_bad_input(client, admin_user):
     assert not Worker.objects.exists()
 
 
+LEGACY_URL = "https://bob:hunter2-pw@fn.example.net/run?code=abcdefgh1234"
+LEGACY_SECRETS = ("bob", "hunter2", "abcdefgh1234", "code=")
+
+
+def _legacy_worker() -> Worker:
+    """A row from before the URL policy, credentials in its URL (no door can register one now)."""
+    worker = Worker(name="legacy", base_url=LEGACY_URL, capabilities=["python"])
+    worker.token = "legacy-bearer-token"
+    worker.save()
+    return worker
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("ftp://files.example.com/worker", "ftp:// is not supported"),
+        ("http://user:pass@127.0.0.1:9100", "`token` field"),
+        ("https://fn.example.net/run?code=abc", "`token` field"),
+    ],
+)
+def test_the_worker_form_refuses_other_schemes_and_credentials_in_the_url(client, admin_user, url, words):
+    console(client, admin_user)
+    response = client.post(reverse("admin:tasks_worker_add"), _worker_form(base_url=url))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["base_url"]
+    assert words in errors["base_url"][0]
+    assert not Worker.objects.exists()
+    assert not AuditRecord.objects.exists()
+
+
+def test_the_worker_form_accepts_a_single_label_host_as_the_api_does(client, admin_user):
+    console(client, admin_user)
+    response = client.post(reverse("admin:tasks_worker_add"), _worker_form(base_url="http://worker:8080"))
+    assert response.status_code == 302
+    assert Worker.objects.get().base_url == "http://worker:8080"
+
+
+def test_a_taken_worker_name_is_a_form_error(client, admin_user):
+    console(client, admin_user)
+    assert client.post(reverse("admin:tasks_worker_add"), _worker_form()).status_code == 302
+    response = client.post(reverse("admin:tasks_worker_add"), _worker_form(base_url="http://127.0.0.1:9200"))
+    assert response.status_code == 200
+    assert "name" in response.context["adminform"].form.errors
+    assert Worker.objects.get().base_url == "http://127.0.0.1:9100"
+    assert AuditRecord.objects.count() == 1
+
+
+@pytest.mark.parametrize("role", ["viewer", "admin_user"])
+def test_the_worker_list_never_shows_credentials(db, client, request, role):
+    _legacy_worker()
+    console(client, request.getfixturevalue(role))
+    page = client.get(reverse("admin:tasks_worker_changelist")).text
+    assert "https://fn.example.net/run" in page
+    for secret in (*LEGACY_SECRETS, "legacy-bearer-token"):
+        assert secret not in page
+    # Searching the stored URL would let a viewer probe a credential character by character.
+    found = client.get(reverse("admin:tasks_worker_changelist"), {"q": "hunter2"})
+    assert found.context["cl"].result_count == 0
+
+
+def test_a_viewer_sees_a_worker_without_its_credentials_or_token(client, viewer):
+    worker = _legacy_worker()
+    console(client, viewer)
+    page = client.get(reverse("admin:tasks_worker_change", args=[worker.pk])).text
+    assert "https://fn.example.net/run" in page
+    for secret in (*LEGACY_SECRETS, "legacy-bearer-token", worker.token_ciphertext):
+        assert secret not in page
+
+
+def test_an_admin_edits_an_old_row_without_seeing_or_losing_its_url(client, admin_user):
+    worker = _legacy_worker()
+    console(client, admin_user)
+    change = reverse("admin:tasks_worker_change", args=[worker.pk])
+    page = client.get(change).text
+    assert 'value="https://fn.example.net/run"' in page
+    for secret in (*LEGACY_SECRETS, "legacy-bearer-token"):
+        assert secret not in page
+    # Posting the URL as shown keeps the stored one; only the changed setting is written.
+    form = _worker_form(name="legacy", base_url="https://fn.example.net/run", max_concurrency=6)
+    assert client.post(change, form).status_code == 302
+    worker.refresh_from_db()
+    assert (worker.base_url, worker.max_concurrency, worker.token) == (LEGACY_URL, 6, "legacy-bearer-token")
+    record = AuditRecord.objects.get()
+    assert (record.action, record.data["changed"], record.data["url"]) == (
+        "worker.update",
+        ["max_concurrency"],
+        "https://fn.example.net/run",
+    )
+
+
+def test_a_workers_name_cannot_change_in_the_console(client, admin_user):
+    console(client, admin_user)
+    client.post(reverse("admin:tasks_worker_add"), _worker_form())
+    worker = Worker.objects.get()
+    change = reverse("admin:tasks_worker_change", args=[worker.pk])
+    assert client.post(change, _worker_form(name="renamed", max_concurrency=2)).status_code == 302
+    worker.refresh_from_db()
+    assert (worker.name, worker.max_concurrency) == ("builder", 2)
+
+
+def test_a_worker_with_a_running_task_is_protected_from_deletion(client, admin_user, make_task):
+    console(client, admin_user)
+    client.post(reverse("admin:tasks_worker_add"), _worker_form())
+    worker = Worker.objects.get()
+    task = make_task()
+    Task.objects.filter(pk=task.pk).update(state="running", worker=worker, attempt=1)
+    audit_count = AuditRecord.objects.count()
+    delete = reverse("admin:tasks_worker_delete", args=[worker.pk])
+    assert "1 task(s) running or canceling" in client.get(delete).text
+    client.post(delete, {"post": "yes"})
+    assert Worker.objects.filter(pk=worker.pk).exists()
+    assert AuditRecord.objects.count() == audit_count
+
+
 def test_audit_records_are_read_only_even_for_a_superuser(client, viewer, make_task):
     make_task()
     record = AuditRecord.objects.get()

@@ -1,17 +1,25 @@
-"""Register or update a worker: ``python manage.py register_worker NAME URL [...]``."""
+"""Register or update a worker: ``python manage.py register_worker NAME URL [...]``.
+
+A thin door over :mod:`tasks.workers`: the command acts as the ``system`` principal, and
+the services validate, write and audit exactly as for the admin and the API.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
-from audit.services import audit_record
+from config.errors import DomainError
+from security import egress
+from security.principals import SYSTEM
 from security.redaction import redact_url
-from tasks.models import Worker
+from tasks import workers
+
+# Where this door takes a secret: the token is read from the environment so it stays off argv
+# (and out of shell history and ``ps``).
+CREDENTIAL_OPTION = "--token-env VARIABLE (the name of an environment variable holding the token)"
 
 
 class Command(BaseCommand):
@@ -44,30 +52,46 @@ class Command(BaseCommand):
         disabled: bool,
         **options: Any,
     ) -> None:
-        token = ""
+        token: str | None = None
         if token_env:
             token = os.environ.get(token_env, "")
             if not token:
                 raise CommandError(f"environment variable {token_env} is empty or unset")
-        with transaction.atomic():
-            worker = Worker.objects.filter(name=name).first() or Worker(name=name)
-            created = worker.pk is None
-            worker.base_url = url
-            worker.capabilities = sorted(set(capabilities))
-            worker.max_concurrency = max_concurrency
-            worker.enabled = not disabled
-            if token_env:
-                worker.token = token
-            try:
-                worker.full_clean()
-            except ValidationError as exc:
-                raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
-            worker.save()
-            audit_record(
-                actor="system",
-                action="worker.register" if created else "worker.update",
-                resource_type="worker",
-                resource_id=worker.name,
-                data={"url": redact_url(url), "capabilities": worker.capabilities, "enabled": worker.enabled},
-            )
-        self.stdout.write(f"{'registered' if created else 'updated'} worker {name} at {url}")
+        settings: dict[str, Any] = {
+            "base_url": url,
+            "capabilities": capabilities,
+            "max_concurrency": max_concurrency,
+            "enabled": not disabled,
+        }
+        try:
+            if workers.worker_name_taken(name):
+                before = workers.worker_get(actor=SYSTEM, name=name).updated_at
+                worker = workers.worker_update(actor=SYSTEM, name=name, token=token, **settings)
+                outcome = "unchanged" if worker.updated_at == before else "updated"
+            else:
+                worker = workers.worker_register(actor=SYSTEM, name=name, token=token or "", **settings)
+                outcome = "registered"
+        except DomainError as exc:
+            raise CommandError(_describe(exc, url)) from exc
+        self.stdout.write(f"{outcome} worker {worker.name} at {redact_url(worker.base_url)}")
+
+
+def _describe(exc: DomainError, url: str) -> str:
+    """The error as one line of ``field: message`` parts, in this command's terms."""
+    if not exc.fields:
+        return str(exc)
+    parts = []
+    for field, errors in exc.fields.items():
+        for error in errors if isinstance(errors, list) else [errors]:
+            parts.append(f"{field}: {_in_cli_terms(error, url)}")
+    return "; ".join(parts)
+
+
+def _in_cli_terms(error: Any, url: str) -> str:
+    # The services point a URL with credentials to the API's token field; here it is an option.
+    if getattr(error, "code", None) == egress.CREDENTIALS:
+        try:
+            egress.check_worker_url(url)
+        except egress.URLRefused as refusal:
+            return workers.credentials_message(refusal.message, where=CREDENTIAL_OPTION)
+    return str(error)

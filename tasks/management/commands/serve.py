@@ -15,12 +15,10 @@ from typing import Any
 
 from daphne.server import Server
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
-from audit.services import audit_record
-from security.redaction import redact_url
+from security.principals import SYSTEM
+from tasks import workers
 from tasks.dispatch.dispatcher import Dispatcher
-from tasks.models import Worker
 from tasks.reference_worker.server import ReferenceWorkerServer
 from tasks.reference_worker.server import WorkerConfig as ReferenceConfig
 
@@ -29,24 +27,37 @@ logger = logging.getLogger("agency.serve")
 LOCAL_WORKER = "local-reference"
 
 
+LOCAL_WORKER_REASON = "the embedded reference worker of manage.py serve"
+
+
 def register_local_worker(url: str, token: str, capacity: int) -> None:
-    """Point the ``local-reference`` worker row at this process's reference worker."""
-    with transaction.atomic():
-        worker = Worker.objects.select_for_update().filter(name=LOCAL_WORKER).first() or Worker(name=LOCAL_WORKER)
-        created = worker.pk is None
-        worker.base_url = url
-        worker.token = token
-        worker.capabilities = worker.capabilities or ["reference"]
-        worker.max_concurrency = capacity
-        worker.enabled = True
-        worker.save()
-        audit_record(
-            actor="system",
-            action="worker.register" if created else "worker.update",
-            resource_type="worker",
-            resource_id=worker.name,
-            data={"url": redact_url(url), "embedded": True},
+    """Point the ``local-reference`` worker row at this process's reference worker (a new port and token each start).
+
+    Capabilities an admin gave the row are kept; one left without any gets ``reference`` back,
+    or the local worker could take no task.
+    """
+    if not workers.worker_name_taken(LOCAL_WORKER):
+        workers.worker_register(
+            actor=SYSTEM,
+            name=LOCAL_WORKER,
+            base_url=url,
+            token=token,
+            capabilities=["reference"],
+            max_concurrency=capacity,
+            reason=LOCAL_WORKER_REASON,
         )
+        return
+    current = workers.worker_get(actor=SYSTEM, name=LOCAL_WORKER)
+    workers.worker_update(
+        actor=SYSTEM,
+        name=LOCAL_WORKER,
+        base_url=url,
+        token=token,
+        capabilities=None if current.capabilities else ["reference"],
+        max_concurrency=capacity,
+        enabled=True,
+        reason=LOCAL_WORKER_REASON,
+    )
 
 
 class Command(BaseCommand):
