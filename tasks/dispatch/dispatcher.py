@@ -7,9 +7,9 @@ Threads, and what each owns:
 - a pool of ``concurrency`` **attempt** threads, each running one attempt
   against a worker over HTTP (they never touch the database: they hand
   events and outcomes to the writer through a queue);
-- the **writer** applies those reports in batches, one transaction a batch,
-  which keeps SQLite's single writer and PostgreSQL's commits off the
-  critical path of every attempt;
+- the **writer** (:mod:`tasks.dispatch.writer`) applies those reports in
+  batches, one transaction a batch, which keeps SQLite's single writer and
+  PostgreSQL's commits off the critical path of every attempt;
 - the **keeper** renews leases, polls the database for attempts that must
   stop (covers lost bus signals), reaps expired leases of dead dispatchers
   and refreshes the worker registry.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import secrets
 import socket
 import threading
@@ -35,11 +34,12 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from security.principals import Principal
-from tasks.dispatch import bus, claims, fleet, leases, reports
+from tasks.dispatch import bus, claims, fleet, leases
 from tasks.dispatch.breakers import BreakerRegistry
 from tasks.dispatch.claims import Claim
 from tasks.dispatch.reports import AttemptReport
 from tasks.dispatch.worker_client import AbortHandle, WorkerClient, WorkerConfig
+from tasks.dispatch.writer import BreakerChange, ReportWriter
 from tasks.models import Task, Worker
 from tasks.review import waivers
 
@@ -58,14 +58,6 @@ class InFlight:
     worker: WorkerConfig
     abort: AbortHandle
     stop_reason: str = ""
-
-
-@dataclass
-class _BreakerChange:
-    worker: str
-    old: str
-    new: str
-    task_id: str | None
 
 
 @dataclass
@@ -123,7 +115,7 @@ class Dispatcher:
         self._finishing: dict[str, int] = {}
         self._inflight_lock = threading.Lock()
         self._last_renewed = time.monotonic()
-        self._reports: queue.Queue[AttemptReport | _BreakerChange | None] = queue.Queue()
+        self._writer = ReportWriter(self.principal, on_written=self._finished_writing)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._loop_done = threading.Event()
@@ -144,7 +136,12 @@ class Dispatcher:
         self._claiming.set()
         self._refresh_workers()
         self._unsubscribe = bus.subscribe(self._on_bus)
-        threads = (("loop", self._loop), ("writer", self._writer), ("keeper", self._keeper), ("health", self._health))
+        threads = (
+            ("loop", self._loop),
+            ("writer", self._writer.run),
+            ("keeper", self._keeper),
+            ("health", self._health),
+        )
         for name, target in threads:
             thread = threading.Thread(target=target, name=f"agency-dispatch-{name}", daemon=True)
             thread.start()
@@ -171,7 +168,7 @@ class Dispatcher:
         self._stopping.set()
         if self._unsubscribe:
             self._unsubscribe()
-        self._reports.put(None)
+        self._writer.close()
         for thread in self._threads:
             thread.join(timeout=10)
         logger.info("dispatcher %s stopped (%d claimed, %d finished)", self.id, self.stats.claimed, self.stats.finished)
@@ -266,7 +263,7 @@ class Dispatcher:
         claim = item.claim
         _current_task.task_id = claim.task_id
         client = self._client(item.worker)
-        put = self._reports.put
+        put = self._writer.put
 
         def on_event(event: dict[str, Any]) -> None:
             if event.get("type") != "result":
@@ -320,70 +317,7 @@ class Dispatcher:
 
     def _on_breaker_change(self, worker: str, old: str, new: str) -> None:
         logger.warning("breaker of worker %s: %s -> %s", worker, old, new)
-        self._reports.put(_BreakerChange(worker, old, new, getattr(_current_task, "task_id", None)))
-
-    # -- writer ----------------------------------------------------------------
-    def _writer(self) -> None:
-        try:
-            done = False
-            while not done:
-                item = self._reports.get()
-                batch: list[AttemptReport | _BreakerChange | None] = [item]
-                while len(batch) < 500:
-                    try:
-                        batch.append(self._reports.get_nowait())
-                    except queue.Empty:
-                        break
-                done = None in batch
-                self._write([b for b in batch if b is not None])
-        finally:
-            connection.close()
-
-    def _write(self, batch: list[AttemptReport | _BreakerChange]) -> None:
-        written = [b for b in batch if isinstance(b, AttemptReport)]
-        try:
-            reports.apply_reports(actor=self.principal, reports=written)
-        except Exception:
-            # One report the database refuses must not sink the others: write them one by one.
-            logger.exception("writing a batch of %d reports failed; writing them one by one", len(written))
-            close_old_connections()
-            for report in written:
-                self._write_one(report)
-        self._finished_writing(written)
-        for change in (b for b in batch if isinstance(b, _BreakerChange)):
-            try:
-                reports.record_breaker_change(
-                    actor=self.principal, worker=change.worker, old=change.old, new=change.new, task_id=change.task_id
-                )
-            except Exception:
-                logger.exception("recording a breaker change failed")
-                close_old_connections()
-
-    def _write_one(self, report: AttemptReport) -> None:
-        for attempt in range(3):
-            try:
-                reports.apply_reports(actor=self.principal, reports=[report])
-                return
-            except Exception:
-                logger.exception(
-                    "writing the report of %s:%s failed (try %d)", report.task_id, report.attempt, attempt + 1
-                )
-                close_old_connections()
-                time.sleep(0.2 * (attempt + 1))
-        if report.kind == "progress":
-            return  # an interim event is lost; the outcome still comes
-        # The outcome itself cannot be stored as reported: record that, so the task moves on
-        # (retried if attempts remain) instead of waiting for its lease to run out.
-        fallback = AttemptReport(
-            report.task_id, report.attempt, "failed", error="the dispatcher could not record the worker's report"
-        )
-        try:
-            reports.apply_reports(actor=self.principal, reports=[fallback])
-        except Exception:
-            logger.exception(
-                "recording the failure of %s:%s failed; its lease will expire", report.task_id, report.attempt
-            )
-            close_old_connections()
+        self._writer.put(BreakerChange(worker, old, new, getattr(_current_task, "task_id", None)))
 
     def _finished_writing(self, reports: list[AttemptReport]) -> None:
         finished = False
