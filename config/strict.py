@@ -35,7 +35,17 @@ class StrictSerializer(serializers.Serializer):
 
 
 class StrictStringMixin:
-    """DRF turns ``123`` into ``"123"``; a field of the wrong JSON type is an error instead."""
+    """DRF turns ``123`` into ``"123"``; a field of the wrong JSON type is an error instead.
+
+    ``max_length`` holds for the string as sent: DRF trims first and measures what is left, so a
+    reason padded far past its limit with spaces would pass, against the documented maxLength.
+    """
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        limit = getattr(self, "max_length", None)
+        if isinstance(data, str) and limit is not None and len(data) > limit:
+            raise serializers.ValidationError(f"Ensure this field has no more than {limit} characters.")
+        return super().run_validation(data)
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):

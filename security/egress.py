@@ -25,6 +25,16 @@ SCHEME = "url_scheme"
 HOST = "url_host"
 CREDENTIALS = "url_credentials"
 
+# What the API schema promises is accepted (a subset of what check_worker_url accepts: it also
+# takes IP literals, IDNs and longer names), so that generated clients and contract tests can
+# produce a URL the server will not refuse: http(s), up to three RFC 1123 labels, a port in
+# 1-65535, a path without spaces, control characters, query or fragment.
+_SCHEMA_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SCHEMA_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+WORKER_URL_SCHEMA_PATTERN = (
+    rf"^https?://{_SCHEMA_LABEL}(\.{_SCHEMA_LABEL}){{0,2}}(:{_SCHEMA_PORT})?(/[^\s?#\x00-\x1f\x7f]*)?$"
+)
+
 # An LDH label (RFC 1123); single-label names such as ``worker`` in a compose network are valid hosts.
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 

@@ -32,8 +32,23 @@ MAX_INPUT_DEPTH = 32
 MAX_SPEC_BYTES = 256 * 1024
 
 
+# A path segment that is not ``..`` (``.`` is allowed), then more of them: the same rule as
+# ScopePath's check, for the API schema (no lookahead, so any JSON Schema tool can use it).
+_SEGMENT = r"([^/\\.]|\.[^/\\.]|\.\.[^/\\])[^/\\]*|\."
+SCOPE_PATH_PATTERN = rf"^({_SEGMENT})(/+({_SEGMENT}))*/*$"
+
+
+@extend_schema_field({"type": "string", "maxLength": 500, "pattern": SCOPE_PATH_PATTERN})
 class ScopePath(StrictCharField):
-    """A repository-relative path: no absolute paths, no ``..``."""
+    """A repository-relative path: no absolute paths, no ``..``, no backslash.
+
+    Not trimmed: `` /etc`` is the relative path it says (a leading space), and trimming it
+    would turn an accepted path into a refused one behind the client's back.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)

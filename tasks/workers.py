@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.services import audit_record
@@ -127,6 +128,13 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(
+    {"type": "string", "maxLength": egress.MAX_URL_LENGTH, "pattern": egress.WORKER_URL_SCHEMA_PATTERN}
+)
+class WorkerURLField(StrictCharField):
+    """A worker's base URL; checked by :func:`security.egress.check_worker_url` in the serializer."""
+
+
 class WorkerRegisterSerializer(StrictSerializer):
     """A worker as every door registers it; defaults are the model's."""
 
@@ -135,7 +143,7 @@ class WorkerRegisterSerializer(StrictSerializer):
         max_length=100,
         help_text="Letters, digits, hyphens and underscores; it identifies the worker and never changes.",
     )
-    base_url = StrictCharField(
+    base_url = WorkerURLField(
         max_length=egress.MAX_URL_LENGTH,
         help_text="http(s) URL without credentials or query string; the secret goes in `token`.",
     )

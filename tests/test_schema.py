@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.openapi import WHITESPACE, non_blank_pattern
+from tasks.spec import SCOPE_PATH_PATTERN
 
 SCHEMA = "/api/schema/"
 DOCS = "/api/docs/"
@@ -302,7 +303,8 @@ def test_it_states_that_required_strings_may_not_be_blank(viewer_client):
     assert title["pattern"] == non_blank_pattern(1)
     assert components["OverrideAction"]["properties"]["reason"]["pattern"] == non_blank_pattern(10)
     assert "pattern" not in components["WorkingSpec"]["properties"]["description"]  # blank allowed
-    assert components["Scope"]["properties"]["in"]["items"]["pattern"] == non_blank_pattern(1)  # list items too
+    # A scope path states its own rule (relative, no "..", not trimmed), which refuses "" too.
+    assert components["Scope"]["properties"]["in"]["items"]["pattern"] == SCOPE_PATH_PATTERN
 
 
 @pytest.mark.django_db
