@@ -63,10 +63,6 @@ RESULTS = {
 REPORT_KINDS = ["completed", "placeholder", "worker_failed", "transport", "final", "stopped", "not_dispatched"]
 
 
-# Every (from, to, cause) the walks applied, to show that they cover the table.
-SEEN: set[tuple[str, str, str]] = set()
-
-
 class Published:
     def __init__(self) -> None:
         self.changes: list[TaskChanged] = []
@@ -117,7 +113,6 @@ class Lifecycle(RuleBasedStateMachine):
         transitions = [e for e in new_events if "to" in e.data]
         assert [e.seq for e in transitions] == [c.seq for c in mine]
         state = before.state
-        SEEN.update((c.from_state, c.to_state, c.cause) for c in mine)
         for change, event in zip(mine, transitions, strict=True):
             assert (change.from_state, change.to_state, change.cause) in TRANSITIONS
             assert change.from_state == state
@@ -224,7 +219,6 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 def test_random_causes_through_the_one_transition_path_reach_only_legal_states(operator) -> None:
-    SEEN.clear()
     run_state_machine_as_test(
         Lifecycle,
         settings=settings(
@@ -234,8 +228,7 @@ def test_random_causes_through_the_one_transition_path_reach_only_legal_states(o
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
-    # The random walks reach deep states; the scripted test below covers every row for sure.
-    assert {c for _, _, c in SEEN} >= {"claim", "verdict", "requeue", "lease_expired", "pause", "cancel"}
+    # Which rows a walk reaches is chance; the scripted test below covers every row for sure.
 
 
 def test_a_rolled_back_transition_publishes_nothing(operator, make_task) -> None:
