@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import django.dispatch
@@ -150,8 +151,9 @@ class TaskWrites:
         TaskEvent.objects.bulk_create(self._events)
         Verdict.objects.bulk_create(self._verdicts)
         audit_records(self._audit)
-        for change in self._changes:
-            transaction.on_commit(lambda change=change: task_changed.send(sender=Task, change=change))
+        if self._changes:
+            # One callback for the batch; each transition still gets its own publication.
+            transaction.on_commit(partial(_publish, self._changes))
         self._new, self._dirty, self._events, self._verdicts, self._audit, self._changes = [], {}, [], [], [], []
 
     def _fields(self, task: Task) -> set[str]:
@@ -163,6 +165,13 @@ class TaskWrites:
 
 # Rows per UPDATE statement (SQLite allows 32,766 parameters; a task row set is ~15 fields).
 UPDATE_CHUNK = 500
+
+
+def _publish(changes: list[TaskChanged]) -> None:
+    if not task_changed.receivers:
+        return
+    for change in changes:
+        task_changed.send(sender=Task, change=change)
 
 
 def update_rows(objs: Sequence[models.Model], fields: Sequence[str]) -> None:
