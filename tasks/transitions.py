@@ -175,15 +175,17 @@ def _publish(changes: list[TaskChanged]) -> None:
 
 
 def update_rows(objs: Sequence[models.Model], fields: Sequence[str]) -> None:
-    """Write ``fields`` of each of ``objs`` with one ``UPDATE … FROM (VALUES …)`` statement.
+    """Write ``fields`` of each of ``objs`` with one UPDATE statement per :data:`UPDATE_CHUNK` rows.
 
-    The same values as ``obj.save(update_fields=fields)`` each, in one statement for up to
-    :data:`UPDATE_CHUNK` rows: a claim of 64 tasks used to cost 64 UPDATEs through
-    ``executemany`` (pipelined, but each planned and executed by PostgreSQL), which showed as
-    PostgreSQL CPU a task. Django's ``bulk_update`` builds a CASE per field and row instead.
-    No signals are sent and no ``pre_save`` runs: for models that have neither hooks nor
-    ``auto_now`` fields among ``fields``. Both databases support ``UPDATE … FROM`` (SQLite
-    since 3.33); PostgreSQL gets a cast per column, since VALUES rows carry no column types.
+    The same values as ``obj.save(update_fields=fields)`` each. A column whose value is the
+    same in every row (a claim's state, lease owner and worker; a batch's ``updated_at``) is
+    set once, as a plain ``SET col = %s``; the others come from a ``FROM (VALUES …)`` list
+    joined on the primary key (both databases support ``UPDATE … FROM``; SQLite since 3.33;
+    PostgreSQL gets a cast per column, since VALUES rows carry no column types). A claim of
+    64 tasks used to cost 64 UPDATEs through ``executemany``, which showed as PostgreSQL CPU,
+    and preparing every column of every row showed as dispatcher CPU. Django's
+    ``bulk_update`` builds a CASE per field and row instead. No signals are sent and no
+    ``pre_save`` runs: for models that have neither hooks nor ``auto_now`` fields among ``fields``.
     """
     if not objs or not fields:
         return
@@ -194,26 +196,39 @@ def update_rows(objs: Sequence[models.Model], fields: Sequence[str]) -> None:
     columns = [meta.get_field(name) for name in fields]
     postgres = connection.vendor == "postgresql"
     table = quote(meta.db_table)
-    if postgres:
-        names = ["pk", *(f"c{i}" for i in range(len(columns)))]
-        ref = [f"v.{name}" for name in names]
-        alias = f"v({', '.join(names)})"
-        typed = [f"{r}::{f.cast_db_type(connection)}" for r, f in zip(ref, [meta.pk, *columns], strict=True)]
-    else:  # SQLite names the columns of VALUES column1, column2, …
-        typed = [f"v.column{i + 1}" for i in range(len(columns) + 1)]
-        alias = "v"
-    assignments = ", ".join(f"{quote(f.column)} = {value}" for f, value in zip(columns, typed[1:], strict=True))
-    row = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+    pk = meta.pk
     with connection.cursor() as cursor:
         for start in range(0, len(objs), UPDATE_CHUNK):
             chunk = objs[start : start + UPDATE_CHUNK]
-            params: list[Any] = []
-            for obj in chunk:
-                params.append(meta.pk.get_db_prep_value(obj.pk, connection))
-                params.extend(f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns)
+            rows = [[getattr(obj, f.attname) for f in columns] for obj in chunk]
+            first = rows[0]
+            same = [all(row[i] == first[i] for row in rows) for i in range(len(columns))]
+            fixed = [(f, first[i]) for i, f in enumerate(columns) if same[i]]
+            varying = [i for i in range(len(columns)) if not same[i]]
+            params: list[Any] = [f.get_db_prep_save(value, connection) for f, value in fixed]
+            assignments = [f"{quote(f.column)} = %s" for f, _ in fixed]
+            if not varying:
+                params += [pk.get_db_prep_value(obj.pk, connection) for obj in chunk]
+                marks = ", ".join(["%s"] * len(chunk))
+                sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {quote(pk.column)} IN ({marks})"  # noqa: S608
+                cursor.execute(sql, params)
+                continue
+            moving = [columns[i] for i in varying]
+            if postgres:
+                names = ["pk", *(f"c{i}" for i in range(len(moving)))]
+                alias = f"v({', '.join(names)})"
+                refs = [f"v.{n}::{f.cast_db_type(connection)}" for n, f in zip(names, [pk, *moving], strict=True)]
+            else:  # SQLite names the columns of VALUES column1, column2, …
+                alias = "v"
+                refs = [f"v.column{i + 1}" for i in range(len(moving) + 1)]
+            assignments += [f"{quote(f.column)} = {ref}" for f, ref in zip(moving, refs[1:], strict=True)]
+            for obj, row in zip(chunk, rows, strict=True):
+                params.append(pk.get_db_prep_value(obj.pk, connection))
+                params += [columns[i].get_db_prep_save(row[i], connection) for i in varying]
+            row_marks = "(" + ", ".join(["%s"] * (len(moving) + 1)) + ")"
             sql = (
-                f"UPDATE {table} SET {assignments} "  # noqa: S608 - names from the model's own metadata
-                f"FROM (VALUES {', '.join([row] * len(chunk))}) AS {alias} "
-                f"WHERE {table}.{quote(meta.pk.column)} = {typed[0]}"
+                f"UPDATE {table} SET {', '.join(assignments)} "  # noqa: S608 - names from the model's own metadata
+                f"FROM (VALUES {', '.join([row_marks] * len(chunk))}) AS {alias} "
+                f"WHERE {table}.{quote(pk.column)} = {refs[0]}"
             )
             cursor.execute(sql, params)

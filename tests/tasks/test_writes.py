@@ -128,3 +128,20 @@ def test_task_writes_groups_rows_by_the_fields_they_changed(make_task):
         (3, "note", 2),
     ]
     assert AuditRecord.objects.filter(action="task.note", resource_id=str(a.pk)).count() == 1
+
+
+def test_update_rows_writes_shared_and_per_row_values_alike(make_task):
+    tasks = [make_task(title=f"t{i}") for i in range(3)]
+    for i, task in enumerate(tasks):
+        task.error = "same for all"
+        task.progress_percent = i * 10  # differs per row
+        task.result = {"n": i} if i else None  # JSON, and a NULL among them
+        task.run_after = None
+    update_rows(tasks, ["error", "progress_percent", "result", "run_after"])
+    assert [(t.error, t.progress_percent, t.result, t.run_after) for t in Task.objects.order_by("title")] == [
+        ("same for all", 0, None, None),
+        ("same for all", 10, {"n": 1}, None),
+        ("same for all", 20, {"n": 2}, None),
+    ]
+    update_rows(tasks[:2], ["error"])  # only shared values: a plain UPDATE … WHERE pk IN
+    assert list(Task.objects.order_by("title").values_list("error", flat=True)) == ["same for all"] * 3
