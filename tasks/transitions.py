@@ -28,6 +28,7 @@ from typing import Any
 
 import django.dispatch
 from django.db import connections, models, router, transaction
+from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
 from audit.services import AuditEntry, audit_records
@@ -167,6 +168,14 @@ class TaskWrites:
 UPDATE_CHUNK = 500
 
 
+def _compile(expression: Any, model: type[models.Model], connection: Any) -> tuple[str, list[Any]]:
+    """SQL and parameters of a Django expression as the SET side of an UPDATE on ``model``."""
+    query = UpdateQuery(model)
+    resolved = expression.resolve_expression(query, allow_joins=False, for_save=True)
+    sql, params = query.get_compiler(connection=connection).compile(resolved)
+    return sql, list(params)
+
+
 def _publish(changes: list[TaskChanged]) -> None:
     if not task_changed.receivers:
         return
@@ -205,8 +214,16 @@ def update_rows(objs: Sequence[models.Model], fields: Sequence[str]) -> None:
             same = [all(row[i] == first[i] for row in rows) for i in range(len(columns))]
             fixed = [(f, first[i]) for i, f in enumerate(columns) if same[i]]
             varying = [i for i in range(len(columns)) if not same[i]]
-            params: list[Any] = [f.get_db_prep_save(value, connection) for f, value in fixed]
-            assignments = [f"{quote(f.column)} = %s" for f, _ in fixed]
+            params: list[Any] = []
+            assignments = []
+            for f, value in fixed:
+                if hasattr(value, "resolve_expression"):  # e.g. a lease on the database clock
+                    expression_sql, expression_params = _compile(value, model, connection)
+                    assignments.append(f"{quote(f.column)} = {expression_sql}")
+                    params += expression_params
+                else:
+                    assignments.append(f"{quote(f.column)} = %s")
+                    params.append(f.get_db_prep_save(value, connection))
             if not varying:
                 params += [pk.get_db_prep_value(obj.pk, connection) for obj in chunk]
                 marks = ", ".join(["%s"] * len(chunk))
@@ -214,6 +231,8 @@ def update_rows(objs: Sequence[models.Model], fields: Sequence[str]) -> None:
                 cursor.execute(sql, params)
                 continue
             moving = [columns[i] for i in varying]
+            if any(hasattr(rows[0][i], "resolve_expression") for i in varying):
+                raise ValueError("an expression must be the same for every row of an update")
             if postgres:
                 names = ["pk", *(f"c{i}" for i in range(len(moving)))]
                 alias = f"v({', '.join(names)})"

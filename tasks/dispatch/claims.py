@@ -80,14 +80,15 @@ def task_claim(
     (capabilities, capacity, open breakers) stay queued; more candidates than
     ``limit`` are read so that they do not block the ones behind them.
 
-    The claimed rows are written in bulk (:class:`~tasks.transitions.TaskWrites`), then
-    their leases with one UPDATE on the database's clock.
+    The claimed rows are written in bulk (:class:`~tasks.transitions.TaskWrites`), their
+    leases on the database's clock in the same statement.
     """
     acting = require(actor, roles.is_dispatcher, "claim tasks")
     if limit <= 0:
         return []
     dispatcher_id = acting.name
     claims: list[Claim] = []
+    lease = lease_until(lease_s)  # one expression on the database clock, set in the claim's UPDATE
     with transaction.atomic():
         w = TaskWrites()
         now = w.now
@@ -109,6 +110,7 @@ def task_claim(
                 attempt=attempt,
                 worker_id=worker.pk,
                 lease_owner=dispatcher_id,
+                lease_expires_at=lease,
                 started_at=task.started_at or now,
                 progress_percent=0,
                 progress_phase="",
@@ -118,7 +120,6 @@ def task_claim(
             claims.append(Claim(str(task.pk), attempt, worker.pk, task.spec, deadline))
         if claims:
             w.flush()
-            Task.objects.filter(pk__in=[c.task_id for c in claims]).update(lease_expires_at=lease_until(lease_s))
     return claims
 
 
