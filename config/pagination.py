@@ -105,7 +105,7 @@ def _checked(field: models.Field, value: Any) -> Any:
             raise _BadCursor(f"{field.name}: NUL")
         return field.to_python(value)
     # A programming error, not the client's: it must not pass for an invalid cursor.
-    raise NotImplementedError(f"keyset pagination does not support {internal_type} ({field.name})")
+    raise TypeError(f"keyset pagination does not support {internal_type} ({field.name})")
 
 
 def keyset_page(queryset: QuerySet, *, ordering: list[str], cursor: str | None, page_size: int) -> Page:
