@@ -71,3 +71,15 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout():
         assert cursor.fetchone()[0] == "wal"
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] >= 5000
+
+
+def test_an_empty_data_dir_means_the_default_not_the_current_directory(tmp_path):
+    probe = "import django; django.setup(); from django.conf import settings as s; print(s.DATA_DIR)"
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"}}
+    clean |= {"DJANGO_SETTINGS_MODULE": "config.settings", "DATA_DIR": "", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str((ROOT / "var").resolve())
+    assert not (tmp_path / "dev-secret-key").exists()
