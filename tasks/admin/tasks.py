@@ -23,7 +23,7 @@ from config.admin_paginator import EstimatedCountPaginator
 from config.errors import DomainError
 from security import roles
 from tasks import services
-from tasks.admin.common import BULK_ACTION_LIMIT, MESSAGE_DETAIL_LIMIT, ServiceOnlyAdmin, pretty_json
+from tasks.admin.common import ServiceOnlyAdmin, pretty_json, run_bulk_action
 from tasks.admin.forms import (
     REASON_MAX_LENGTH,
     TaskActForm,
@@ -107,33 +107,11 @@ def _run_bulk_action(modeladmin: TaskAdmin, request: HttpRequest, queryset: Quer
     """Apply one service per selected task, each in its own transaction, and report each outcome."""
     service = services.ACTION_SERVICES[action]
     reason = request.POST.get("reason", "").strip()[:REASON_MAX_LENGTH]
-    selected = list(queryset.values_list("pk", "title")[: BULK_ACTION_LIMIT + 1])
-    if len(selected) > BULK_ACTION_LIMIT:
-        modeladmin.message_user(
-            request,
-            f"Select at most {BULK_ACTION_LIMIT} tasks per action; narrow the list with a filter. Nothing was changed.",
-            messages.ERROR,
-        )
-        return
-    applied: list[str] = []
-    refused: list[str] = []
-    for task_id, title in selected:
-        try:
-            task = service(task_id=task_id, actor=request.user, reason=reason)
-        except DomainError as exc:
-            refused.append(f"{title}: {exc}")
-        else:
-            applied.append(f"{title} ({task.state})")
-    if applied:
-        named = ", ".join(applied[:MESSAGE_DETAIL_LIMIT])
-        more = f" and {len(applied) - MESSAGE_DETAIL_LIMIT} more" if len(applied) > MESSAGE_DETAIL_LIMIT else ""
-        modeladmin.message_user(request, f"{action.capitalize()} applied to {len(applied)}: {named}{more}.")
-    for line in refused[:MESSAGE_DETAIL_LIMIT]:
-        modeladmin.message_user(request, line, messages.ERROR)
-    if len(refused) > MESSAGE_DETAIL_LIMIT:
-        modeladmin.message_user(
-            request, f"{len(refused) - MESSAGE_DETAIL_LIMIT} more tasks refused {action}.", messages.ERROR
-        )
+
+    def apply(task_id: Any) -> str:
+        return f" ({service(task_id=task_id, actor=request.user, reason=reason).state})"
+
+    run_bulk_action(modeladmin, request, queryset, action=action, noun="tasks", apply=apply)
 
 
 @admin.action(description="Cancel selected tasks", permissions=["operate"])

@@ -14,9 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from config.errors import DomainError
 from security import roles
-from tasks.admin.common import BULK_ACTION_LIMIT, MESSAGE_DETAIL_LIMIT, ServiceOnlyAdmin
+from tasks.admin.common import ServiceOnlyAdmin, run_bulk_action
 from tasks.admin.forms import (
     WaiverActionForm,
     WaiverRequestForm,
@@ -79,39 +78,17 @@ def _run_waiver_action(modeladmin: WaiverAdmin, request: HttpRequest, queryset: 
             messages.ERROR,
         )
         return
-    selected = list(queryset.values_list("pk", "title")[: BULK_ACTION_LIMIT + 1])
-    if len(selected) > BULK_ACTION_LIMIT:
-        modeladmin.message_user(
-            request,
-            f"Select at most {BULK_ACTION_LIMIT} waivers per action; narrow the list with a filter. "
-            "Nothing was changed.",
-            messages.ERROR,
-        )
-        return
-    applied: list[str] = []
-    refused: list[str] = []
-    for waiver_id, title in selected:
-        try:
-            if action == "revoke":
-                waivers.waiver_revoke(waiver_id=waiver_id, actor=request.user, reason=note)
-            elif action == "approve":
-                waivers.waiver_approve(waiver_id=waiver_id, actor=request.user, note=note)
-            else:
-                waivers.waiver_reject(waiver_id=waiver_id, actor=request.user, note=note)
-        except DomainError as exc:
-            refused.append(f"{title}: {exc}")
+
+    def apply(waiver_id: Any) -> str:
+        if action == "revoke":
+            waivers.waiver_revoke(waiver_id=waiver_id, actor=request.user, reason=note)
+        elif action == "approve":
+            waivers.waiver_approve(waiver_id=waiver_id, actor=request.user, note=note)
         else:
-            applied.append(title)
-    if applied:
-        named = ", ".join(applied[:MESSAGE_DETAIL_LIMIT])
-        more = f" and {len(applied) - MESSAGE_DETAIL_LIMIT} more" if len(applied) > MESSAGE_DETAIL_LIMIT else ""
-        modeladmin.message_user(request, f"{action.capitalize()} applied to {len(applied)}: {named}{more}.")
-    for line in refused[:MESSAGE_DETAIL_LIMIT]:
-        modeladmin.message_user(request, line, messages.ERROR)
-    if len(refused) > MESSAGE_DETAIL_LIMIT:
-        modeladmin.message_user(
-            request, f"{len(refused) - MESSAGE_DETAIL_LIMIT} more waivers refused {action}.", messages.ERROR
-        )
+            waivers.waiver_reject(waiver_id=waiver_id, actor=request.user, note=note)
+        return ""
+
+    run_bulk_action(modeladmin, request, queryset, action=action, noun="waivers", apply=apply)
 
 
 @admin.action(description="Approve selected waivers", permissions=["decide"])

@@ -19,7 +19,7 @@ from audit.models import AuditRecord
 from config.admin_paginator import EstimatedCountPaginator, is_unfiltered
 from security.principals import SYSTEM
 from tasks import services
-from tasks.admin import tasks as task_admin
+from tasks.admin import common as admin_common
 from tasks.models import Task, TaskEvent, Worker
 
 CHANGELIST = reverse("admin:tasks_task_changelist")
@@ -204,7 +204,7 @@ def test_operator_is_offered_the_four_actions_and_no_delete(client, operator, ma
 
 
 def test_a_bulk_action_over_the_limit_changes_nothing(client, operator, make_task, monkeypatch):
-    monkeypatch.setattr(task_admin, "BULK_ACTION_LIMIT", 2)
+    monkeypatch.setattr(admin_common, "BULK_ACTION_LIMIT", 2)
     tasks = [make_task(title=f"T{i}") for i in range(3)]
     before = counts()
     response = action_post(console(client, operator), "cancel_tasks", tasks)

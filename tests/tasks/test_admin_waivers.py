@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditRecord
-from tasks.admin import waivers as task_admin
+from tasks.admin import common as admin_common
 from tasks.models import Waiver
 
 CHANGELIST = reverse("admin:tasks_waiver_changelist")
@@ -346,7 +346,7 @@ def test_an_operator_cannot_post_an_admin_action(client, operator):
 
 
 def test_a_bulk_action_over_the_limit_changes_nothing(client, admin_user, monkeypatch):
-    monkeypatch.setattr(task_admin, "BULK_ACTION_LIMIT", 2)
+    monkeypatch.setattr(admin_common, "BULK_ACTION_LIMIT", 2)
     waivers = [make_waiver(title=f"W{i}") for i in range(3)]
     before = counts()
     response = action_post(console(client, admin_user), "approve_waivers", waivers)
