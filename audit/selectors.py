@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Window
+from django.db.models.functions import RowNumber
 
 from audit.chain import canonical_timestamp
 from audit.models import AuditRecord
@@ -25,6 +26,18 @@ EXPORT_FIELDS = (
     "prev_hash",
     "hash",
 )
+
+
+def audit_matching(params: Mapping[str, Any]) -> QuerySet[AuditRecord]:
+    """:func:`audit_search` for the validated query of the audit API and page (``AuditQuerySerializer``)."""
+    return audit_search(
+        actions=params.get("action"),
+        actor=params.get("actor"),
+        resource_type=params.get("resource_type"),
+        resource_id=params.get("resource_id"),
+        since=params.get("since"),
+        until=params.get("until"),
+    )
 
 
 def audit_search(
@@ -96,3 +109,33 @@ def distinct_values(field: str, *, using: str = DEFAULT_DB_ALIAS, limit: int = 2
     with connection.cursor() as cursor:
         cursor.execute(sql, [limit])
         return [value for (value,) in cursor.fetchall()]
+
+
+def latest_per_resource(
+    *,
+    resource_type: str,
+    resource_ids: Sequence[str],
+    actions: Sequence[str],
+    per_resource: int,
+    since: datetime | None = None,
+) -> dict[str, list[AuditRecord]]:
+    """The newest ``per_resource`` records of each resource with one of ``actions``, newest first.
+
+    One query whatever the number of resources (a ``ROW_NUMBER()`` window per resource),
+    so a page listing every worker with its recent breaker changes costs the same for two
+    workers as for two hundred. ``since`` bounds how far back it looks, and with it the
+    rows the window numbers: the resource index range-scans each id from ``since`` on.
+    """
+    if not resource_ids or not actions or per_resource < 1:
+        return {}
+    qs = AuditRecord.objects.filter(resource_type=resource_type, resource_id__in=list(resource_ids))
+    qs = qs.filter(action__in=list(actions))
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    ranked = qs.annotate(
+        rank=Window(RowNumber(), partition_by=[F("resource_id")], order_by=[F("created_at").desc(), F("id").desc()])
+    ).filter(rank__lte=per_resource)
+    found: dict[str, list[AuditRecord]] = {}
+    for record in ranked.order_by("resource_id", "-created_at", "-id"):
+        found.setdefault(record.resource_id, []).append(record)
+    return found

@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP through Django (WebSocket routes join as apps add them)."""
+"""ASGI entry point: the SSE streams on their own app, everything else through Django.
+
+The two stream paths go to :class:`metrics.stream.views.StreamApp`, which streams from the
+event loop without holding one of Django's request threads per client (see its module).
+WebSocket routes join here as apps add them.
+"""
 
 import os
 
@@ -8,6 +13,21 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs apps loaded)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs apps loaded)
+from django.urls import path, re_path  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from metrics.stream.views import KINDS, StreamApp  # noqa: E402
+
+streams = StreamApp()
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter(
+            [
+                *(path(route.lstrip("/"), streams) for route in KINDS),
+                # Everything else, any path (a newline in it included), goes to Django.
+                re_path(r"", django_asgi_app),
+            ]
+        )
+    }
+)

@@ -9,6 +9,7 @@ channels-redis. Every variable is documented in ``.env.example``.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -65,6 +66,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_htmx",
+    "django_eventstream",
     "security",
     "audit",
     "tasks",
@@ -80,6 +83,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -98,6 +102,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "security.context.roles_context",
             ],
         },
     },
@@ -151,6 +156,52 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# --- Live streams (SSE, django-eventstream) ---------------------------------------
+# Stored events make Last-Event-ID replay work; the task timeline channels read the
+# task's own event log instead of a copy (metrics/stream/storage.py).
+EVENTSTREAM_STORAGE_CLASS = "metrics.stream.storage.AgencyStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "metrics.stream.channels.AgencyChannelManager"
+if REDIS_URL:
+    # django-eventstream does not use the channel layer across processes: it has a Redis
+    # publish/subscribe of its own, which must be set for events of a dispatcher process
+    # to reach browsers attached to an ASGI process.
+    from urllib.parse import unquote, urlsplit
+
+    _redis = urlsplit(REDIS_URL)
+    EVENTSTREAM_REDIS = {
+        "host": _redis.hostname or "localhost",
+        "port": _redis.port or 6379,
+        "db": int((_redis.path or "/0").lstrip("/") or 0),
+        **({"password": unquote(_redis.password)} if _redis.password else {}),
+        **({"username": unquote(_redis.username)} if _redis.username else {}),
+    }
+# KPI snapshots on /api/v1/metrics/stream, every this many seconds.
+AGENCY_KPI_INTERVAL_S = env.float("AGENCY_KPI_INTERVAL_S", default=5.0)
+if AGENCY_KPI_INTERVAL_S <= 0:
+    raise ImproperlyConfigured("AGENCY_KPI_INTERVAL_S must be a positive number of seconds.")
+# Stored stream events older than this are trimmed (replay reaches back this far).
+AGENCY_STREAM_RETENTION_S = env.float("AGENCY_STREAM_RETENTION_S", default=3600.0)
+if AGENCY_STREAM_RETENTION_S <= 0:
+    raise ImproperlyConfigured("AGENCY_STREAM_RETENTION_S must be a positive number of seconds.")
+
+# --- Prometheus -----------------------------------------------------------------
+# prometheus-client's multi-process mode: every process (ASGI servers, dispatchers) writes
+# its samples under this directory and /metrics merges them. The client reads the
+# variable when it is imported, so it is set here, before any app imports it.
+PROMETHEUS_MULTIPROC_DIR = Path(env.str("PROMETHEUS_MULTIPROC_DIR", default="") or DATA_DIR / "prometheus")
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+
+# --- Worker proxy -----------------------------------------------------------------
+# Hosts /api/proxy/workers/{name}/{path} may reach, beside any named in settings.
+WORKER_PROXY_ALLOWED_HOSTS = [
+    "localhost",
+    "127.0.0.1",
+    "agent-agency-v3.local",
+    *env.list("WORKER_PROXY_ALLOWED_HOSTS", default=[]),
+]
+WORKER_PROXY_TIMEOUT_S = env.float("WORKER_PROXY_TIMEOUT_S", default=5.0)
+
 # --- Auth, API ------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -158,7 +209,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+# The dashboard's own login page; the admin keeps its own at /admin/login/.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
 
 REST_FRAMEWORK = {
     # Token first: an anonymous API call then gets 401 with WWW-Authenticate.
@@ -204,6 +258,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# The dashboard's own assets (htmx, the stylesheet, the live-update script): no CDN.
+STATICFILES_DIRS = [BASE_DIR / "config" / "static"]
 # Serve straight from the app folders so no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG

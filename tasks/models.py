@@ -119,6 +119,12 @@ class Task(models.Model):
             models.Index(
                 fields=["-priority", "created_at"], name="task_claim_idx", condition=Q(state=TaskState.QUEUED)
             ),
+            # The KPIs: tasks finished in the last minutes and hours, by state.
+            models.Index(
+                fields=["state", "finished_at"],
+                name="task_state_finished_idx",
+                condition=Q(finished_at__isnull=False),
+            ),
             # The reaper's scan for expired leases.
             models.Index(
                 fields=["lease_expires_at"],
@@ -331,3 +337,28 @@ class Verdict(models.Model):
     @property
     def provenance_id(self) -> str:
         return f"CAWS-VERDICT-{self.id}"
+
+
+class SavedView(models.Model):
+    """A named filter of the tasks page, saved by one user and opened by anyone from its link.
+
+    ``query`` is the filter as a normalised query string (validated by the task API's own query
+    serializer, keys in one order, no cursor), so two views of the same filter read the same and
+    an old view still means what it meant when the filter rules change shape.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_task_views")
+    name = models.CharField(max_length=100)
+    query = models.CharField(max_length=2000, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # Also the index of the owner's list, in name order.
+            models.UniqueConstraint(fields=["owner", "name"], name="saved_view_owner_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,4 +1,5 @@
-"""Task services: create a task, and the operator actions on it (cancel, pause, resume, retry).
+"""Task services: create a task, and the operator actions on it (cancel, pause, resume, retry),
+alone or in bulk; and the saved views of the tasks page.
 
 Each service takes the acting principal and checks it itself (:mod:`security.roles`), locks
 the task row, and applies its change through :func:`tasks.transitions.transition`, which
@@ -10,16 +11,21 @@ and publishes "task changed" after the commit. Dispatcher-side changes live in
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.http import QueryDict
 
+from config.errors import DomainError, InvalidInput, PermissionDenied
 from security import roles
 from security.principals import require
+from tasks import selectors
 from tasks.dispatch import bus
 from tasks.exceptions import IllegalTransition, TaskNotFound
-from tasks.models import EventType, Priority, Task
+from tasks.models import EventType, Priority, SavedView, Task
 from tasks.spec import validate_spec
 from tasks.states import Cause, TaskAction, TaskState, target_state
 from tasks.transitions import TaskWrites, transition
@@ -153,3 +159,110 @@ ACTION_SERVICES = {
     TaskAction.RESUME: task_resume,
     TaskAction.RETRY: task_retry,
 }
+
+
+# --- Bulk actions -----------------------------------------------------------------------
+
+# Each task of a bulk action is its own transaction inside the request; past this many the
+# operator should narrow the filter (or script the API).
+BULK_ACTION_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why one task of a bulk action was skipped: the domain error's code and message."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class BulkOutcome:
+    """What a bulk action did: the tasks it applied to (with the state each reached) and the
+    ones it skipped, each with its refusal, both in the order they were given."""
+
+    action: str
+    applied: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, Refusal] = field(default_factory=dict)
+
+    def skipped_by_code(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for refusal in self.refused.values():
+            counts[refusal.code] = counts.get(refusal.code, 0) + 1
+        return counts
+
+
+def task_bulk_action(*, actor: Any, action: str, task_ids: Iterable[Any], reason: str = "") -> BulkOutcome:
+    """Apply one operator ``action`` to each of ``task_ids`` through its own service call.
+
+    Each task is its own transaction with its own event and audit record, exactly as if it
+    had been acted on alone; one that may not take the action from its state (or no longer
+    exists) is skipped and reported, and does not stop the others. The actor is checked once
+    before anything is done (and again by each service); more than :data:`BULK_ACTION_LIMIT`
+    tasks are refused as a whole.
+    """
+    acting = require(actor, roles.can_operate, f"{action} tasks")
+    if action not in TaskAction.values:
+        raise InvalidInput(fields={"action": [f"Must be one of {', '.join(TaskAction.values)}."]})
+    ids = list(dict.fromkeys(str(task_id) for task_id in task_ids))
+    if not ids:
+        raise InvalidInput(fields={"task_ids": ["Select at least one task."]})
+    if len(ids) > BULK_ACTION_LIMIT:
+        raise InvalidInput(
+            fields={"task_ids": [f"A bulk action takes at most {BULK_ACTION_LIMIT} tasks; {len(ids)} were given."]}
+        )
+    service = ACTION_SERVICES[TaskAction(action)]
+    outcome = BulkOutcome(action=action)
+    for task_id in ids:
+        try:
+            task = service(task_id=task_id, actor=acting, reason=reason)
+        except DomainError as exc:
+            outcome.refused[task_id] = Refusal(code=exc.code, message=exc.message)
+        else:
+            outcome.applied[task_id] = task.state
+    return outcome
+
+
+# --- Saved views of the tasks page --------------------------------------------------------
+
+SAVED_VIEW_LIMIT = 100
+
+
+def saved_view_create(*, actor: Any, name: str, query: str) -> SavedView:
+    """Save ``query`` (a task-list query string) as the actor's view ``name``, normalised.
+
+    Any role that may read tasks may keep views of them: a view changes no task, so it is
+    not a decision and has no audit record.
+    """
+    acting = require(actor, roles.can_view, "save a view")
+    user = acting.user_or_none()
+    if user is None:
+        raise PermissionDenied("Only a signed-in user keeps saved views.")
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput(fields={"name": ["Give the view a name."]})
+    limit = SavedView._meta.get_field("name").max_length
+    if len(name) > limit:
+        raise InvalidInput(fields={"name": [f"Ensure this field has no more than {limit} characters."]})
+    try:
+        params = selectors.task_list_params(selectors.query_data(QueryDict(query or "")))
+    except InvalidInput as exc:
+        raise InvalidInput(fields={"query": [exc.message]}) from exc
+    normalised = selectors.task_list_querystring(params)
+    if SavedView.objects.filter(owner=user).count() >= SAVED_VIEW_LIMIT:
+        raise InvalidInput(fields={"name": [f"You have {SAVED_VIEW_LIMIT} saved views; delete one first."]})
+    try:
+        with transaction.atomic():
+            return SavedView.objects.create(owner=user, name=name, query=normalised)
+    except IntegrityError as exc:
+        raise InvalidInput(fields={"name": [f"You already have a view named “{name}”."]}) from exc
+
+
+def saved_view_delete(*, actor: Any, view_id: uuid.UUID | str) -> None:
+    """Delete a saved view; only its owner may."""
+    acting = require(actor, roles.can_view, "delete a saved view")
+    view = selectors.saved_view_get(view_id=view_id)
+    user = acting.user_or_none()
+    if user is None or view.owner_id != user.pk:
+        raise PermissionDenied("Only the owner of a saved view may delete it.")
+    view.delete()

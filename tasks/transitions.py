@@ -49,8 +49,24 @@ class TaskChanged:
     cause: str
 
 
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One timeline entry (TaskEvent) as it was written: what the live task streams carry."""
+
+    task_id: str
+    seq: int
+    type: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
 # Sent once per transition after its transaction commits: ``task_changed.send(sender=Task, change=...)``.
 task_changed = django.dispatch.Signal()
+# Sent once per committed batch of writes that changed states or timelines, with every
+# transition and every timeline entry of the batch in order (``changes=``, ``entries=``):
+# for listeners that publish in bulk (the SSE streams), so a dispatcher's batch of 64
+# results costs one publication, not 64.
+task_writes_committed = django.dispatch.Signal()
 
 
 def transition(
@@ -152,9 +168,14 @@ class TaskWrites:
         TaskEvent.objects.bulk_create(self._events)
         Verdict.objects.bulk_create(self._verdicts)
         audit_records(self._audit)
-        if self._changes:
+        if self._changes or self._events:
             # One callback for the batch; each transition still gets its own publication.
-            transaction.on_commit(partial(_publish, self._changes))
+            entries = (
+                [TimelineEntry(str(e.task_id), e.seq, e.type, e.data, e.created_at) for e in self._events]
+                if task_writes_committed.receivers
+                else []
+            )
+            transaction.on_commit(partial(_publish, self._changes, entries))
         self._new, self._dirty, self._events, self._verdicts, self._audit, self._changes = [], {}, [], [], [], []
 
     def _fields(self, task: Task) -> set[str]:
@@ -176,11 +197,12 @@ def _compile(expression: Any, model: type[models.Model], connection: Any) -> tup
     return sql, list(params)
 
 
-def _publish(changes: list[TaskChanged]) -> None:
-    if not task_changed.receivers:
-        return
-    for change in changes:
-        task_changed.send(sender=Task, change=change)
+def _publish(changes: list[TaskChanged], entries: list[TimelineEntry]) -> None:
+    if task_writes_committed.receivers:
+        task_writes_committed.send(sender=Task, changes=changes, entries=entries)
+    if task_changed.receivers:
+        for change in changes:
+            task_changed.send(sender=Task, change=change)
 
 
 def update_rows(objs: Sequence[models.Model], fields: Sequence[str]) -> None:

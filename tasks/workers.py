@@ -29,7 +29,7 @@ from config.strict import StrictCharField, StrictIntegerField, StrictRegexField,
 from security import egress, roles
 from security.principals import Principal, require
 from security.redaction import redact_url
-from tasks.models import Worker
+from tasks.models import Task, Worker
 from tasks.states import ACTIVE_STATES
 
 NAME_PATTERN = r"^[-a-zA-Z0-9_]+$"
@@ -251,6 +251,22 @@ def worker_get(*, actor: Any, name: str) -> Worker:
         return Worker.objects.get(name=name)
     except Worker.DoesNotExist as exc:
         raise WorkerNotFound(name) from exc
+
+
+def worker_loads(*, actor: Any) -> dict[int, int]:
+    """Attempts in flight (running or canceling) per worker id, in one grouped query.
+
+    The dispatcher's own count of a worker's load (tasks.dispatch.claims), read for display;
+    a worker with nothing in flight is absent. The state index finds the few active tasks.
+    """
+    require(actor, roles.can_view, "see the worker registry")
+    rows = (
+        Task.objects.filter(state__in=ACTIVE_STATES, worker__isnull=False)
+        .values("worker_id")
+        .annotate(n=models.Count("id"))
+        .values_list("worker_id", "n")
+    )
+    return dict(rows)
 
 
 def worker_name_taken(name: str) -> bool:

@@ -25,6 +25,25 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _stream_publication(request) -> Any:
+    """The SSE publisher thread stays out of tests unless they ask for it (``stream_publication``).
+
+    It writes the stored stream events from its own thread and connection, which would wait
+    on (SQLite) or outlive (PostgreSQL) the transaction a test runs in. The stream tests run
+    it for real, in a server process or with this marker.
+    """
+    from metrics.stream.publish import on_task_writes
+    from tasks.transitions import task_writes_committed
+
+    if "stream_publication" in request.keywords:
+        yield
+        return
+    task_writes_committed.disconnect(on_task_writes, dispatch_uid="metrics.stream")
+    yield
+    task_writes_committed.connect(on_task_writes, dispatch_uid="metrics.stream")
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:
     """PBKDF2 costs ~0.3 s a user; tests do not need its strength."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

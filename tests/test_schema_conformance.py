@@ -8,18 +8,16 @@ operation's documented response for its status (an undocumented status fails too
 
 from __future__ import annotations
 
-import http.client
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import requests
 import schemathesis
 from django.utils import timezone
-from schemathesis.core.transport import Response as CheckedResponse
 
 from tasks.models import Gate, Task, Verdict, Waiver, WaiverReason
+from tests.schema_support import validate_response
 
 pytestmark = pytest.mark.django_db
 
@@ -32,18 +30,7 @@ def schema(viewer_client) -> Any:
 def check(schema: Any, path: str, method: str, response: Any, *, status: int) -> Any:
     """Validate a Django test response against the schema's ``method path`` operation."""
     assert response.status_code == status, response.content[:300]
-    request = requests.Request(method, f"http://testserver{response.wsgi_request.get_full_path()}").prepare()
-    checked = CheckedResponse(
-        status_code=response.status_code,
-        headers={name: [value] for name, value in response.headers.items()},
-        content=response.content,
-        request=request,
-        elapsed=0.0,
-        verify=True,
-        message=http.client.responses.get(response.status_code, ""),
-        encoding="utf-8",
-    )
-    schema[path][method].validate_response(checked)
+    validate_response(schema, path, method, response)
     return response.json()
 
 

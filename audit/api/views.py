@@ -32,14 +32,7 @@ class AuditListView(APIView):
     )
     def get(self, request: Request) -> Response:
         params = _query(request)
-        qs = selectors.audit_search(
-            actions=params.get("action"),
-            actor=params.get("actor"),
-            resource_type=params.get("resource_type"),
-            resource_id=params.get("resource_id"),
-            since=params.get("since"),
-            until=params.get("until"),
-        )
+        qs = selectors.audit_matching(params)
         page = keyset_page(qs, ordering=ORDERING, cursor=params.get("cursor"), page_size=params["page_size"])
         next_url = None
         if page.next_cursor:

@@ -26,7 +26,6 @@ from tasks.api.serializers import (
     TaskSerializer,
     task_action_serializer,
 )
-from tasks.models import Priority
 from tasks.review import verdicts
 from tasks.spec import WorkingSpecSerializer
 
@@ -54,14 +53,7 @@ class TaskListView(APIView):
     )
     def get(self, request: Request) -> Response:
         params = _query(TaskListQuerySerializer, request)
-        qs = selectors.task_list(
-            states=params.get("state"),
-            priorities=[Priority.from_name(p) for p in params.get("priority", [])],
-            worker=params.get("worker"),
-            created_after=params.get("created_after"),
-            created_before=params.get("created_before"),
-            q=params.get("q"),
-        )
+        qs = selectors.task_list_matching(params)
         page = keyset_page(
             qs, ordering=ORDERINGS[params["ordering"]], cursor=params.get("cursor"), page_size=params["page_size"]
         )

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Count, Q
 
+from metrics import instruments
 from security import roles
 from security.principals import Principal, require
 from tasks.dispatch.leases import lease_until
@@ -97,6 +98,7 @@ def task_claim(
             if worker is None:
                 continue
             attempt = task.attempt + 1
+            instruments.observe_claim(task, now)  # before the transition moves updated_at and run_after
             transition(
                 w,
                 task,

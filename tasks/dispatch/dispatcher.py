@@ -33,6 +33,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from metrics import instruments
 from security.principals import Principal
 from tasks.dispatch import bus, claims, fleet, leases
 from tasks.dispatch.breakers import BreakerRegistry
@@ -58,6 +59,7 @@ class InFlight:
     worker: WorkerConfig
     abort: AbortHandle
     stop_reason: str = ""
+    dispatched_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -307,6 +309,7 @@ class Dispatcher:
         finally:
             _current_task.task_id = None
         report.calls = held + report.calls
+        instruments.observe_attempt(report, started=item.dispatched_at)
         with self._inflight_lock:
             self._finishing[claim.task_id] = claim.attempt
             if self._inflight.get(claim.task_id) is item:

@@ -54,7 +54,8 @@ class Command(BaseCommand):
         base = url.rstrip("/")
         self.stdout.write(
             f"\nAgent Agency is starting at {base}/\n"
-            f"  Operator console: {base}/admin/   user: {username}   password: {shown}\n"
+            f"  Log in at:        {base}/   user: {username}   password: {shown}\n"
+            f"  Operator console: {base}/admin/ (the same account)\n"
             f"  API:              {base}/api/v1/tasks   docs: {base}/api/docs/\n"
             f"  API token:        .venv/bin/python manage.py drf_create_token {username}\n"
         )

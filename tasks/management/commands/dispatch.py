@@ -13,6 +13,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from metrics.stream.keeper import StreamKeeper
+from metrics.stream.publish import publisher
 from tasks.dispatch.dispatcher import Dispatcher
 
 
@@ -36,8 +38,13 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: stop.set())
         dispatcher = Dispatcher(concurrency=concurrency, lease_s=lease, dispatcher_id=id)
         dispatcher.start()
+        # KPI snapshots for the SSE metrics stream, and the trimming of stored stream events.
+        keeper = StreamKeeper()
+        keeper.start()
         self.stdout.write(f"dispatcher {dispatcher.id} running (concurrency {concurrency})", ending="\n")
         self.stdout.flush()
         stop.wait()
         self.stdout.write("stopping: finishing in-flight attempts")
+        keeper.stop()
         dispatcher.stop(grace_s=grace)
+        publisher.wait_idle(timeout=5.0)  # the last changes reach the stored streams

@@ -16,6 +16,8 @@ from typing import Any
 from daphne.server import Server
 from django.core.management.base import BaseCommand
 
+from metrics.stream.keeper import StreamKeeper
+from metrics.stream.publish import publisher
 from security.principals import SYSTEM
 from tasks import workers
 from tasks.dispatch.dispatcher import Dispatcher
@@ -74,9 +76,13 @@ class Command(BaseCommand):
         self, *args: Any, host: str, port: int, concurrency: int, no_dispatcher: bool, no_worker: bool, **options: Any
     ) -> None:
         from config.asgi import application
+        from metrics import prometheus
+
+        prometheus.reset_multiproc_dir()  # a fresh start: no counters of dead processes
 
         worker: ReferenceWorkerServer | None = None
         dispatcher: Dispatcher | None = None
+        keeper: StreamKeeper | None = None
 
         def start_background() -> None:
             nonlocal worker, dispatcher
@@ -87,7 +93,7 @@ class Command(BaseCommand):
                 logger.exception("the dispatcher or the local worker failed to start; tasks will stay queued")
 
         def start_pieces() -> None:
-            nonlocal worker, dispatcher
+            nonlocal worker, dispatcher, keeper
             if not no_worker:
                 token = secrets.token_urlsafe(24)
                 # remember: finished results kept for idempotent replays; bounded for a long-lived process.
@@ -100,6 +106,9 @@ class Command(BaseCommand):
             if not no_dispatcher:
                 dispatcher = Dispatcher(concurrency=concurrency)
                 dispatcher.start()
+                # KPI snapshots for the SSE metrics stream, and the trimming of stored events.
+                keeper = StreamKeeper()
+                keeper.start()
             logger.info("listening on http://%s:%s/", host, port)
 
         starter = threading.Thread(target=start_background, name="agency-serve-start", daemon=True)
@@ -118,8 +127,11 @@ class Command(BaseCommand):
         ).run()
         if starter.is_alive():
             starter.join(timeout=30)  # stopped while starting: let it finish, then stop what it started
+        if keeper is not None:
+            keeper.stop()
         if dispatcher is not None:
             dispatcher.stop(grace_s=5.0)
+        publisher.wait_idle(timeout=5.0)  # the last changes reach the stored streams
         if worker is not None:
             worker.stop(drain_timeout_s=1.0)
 

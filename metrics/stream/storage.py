@@ -1,0 +1,175 @@
+"""Where the streams' events are kept for ``Last-Event-ID`` replay (django-eventstream storage).
+
+``metrics`` and ``tasks`` use django-eventstream's own tables (``Event`` rows numbered per
+channel by ``EventCounter``), written in batches: one transaction takes the counter's row
+lock, inserts every event of the batch and moves the counter, so the numbers follow commit
+order across processes (the stock storage costs four statements and a trim scan per event).
+Event data are stored as the JSON text that is sent.
+
+``task-<uuid>`` channels are not copied at all: their events are the task's own timeline
+(TaskEvent rows, numbered by ``seq`` under the task's row lock), so replaying a task's stream
+is reading its event log after a sequence number.
+
+Stored events never change, so the process keeps the latest :data:`RECENT` of each channel
+in memory (those it appended and those it read): when 500 clients come back at once 50
+events behind, one of them reads the rows and the others are served the same Event
+objects, encoded once (the stream view caches the text on them). Only the channel's
+current number is read per request.
+
+Old ``Event`` rows are removed by :func:`trim` (``AGENCY_STREAM_RETENTION_S``), called by
+the stream keeper; a client whose last id was trimmed gets a ``stream-reset`` and refetches.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+from django_eventstream.event import Event
+from django_eventstream.models import Event as StoredEvent
+from django_eventstream.models import EventCounter
+from django_eventstream.storage import EventDoesNotExist, StorageBase
+
+from metrics.stream.channels import TIMELINE_ENTRY, channel_task_id
+from tasks.models import Task, TaskEvent
+
+# Stored events per channel kept in memory for replays.
+RECENT = 2000
+_recent: dict[str, OrderedDict[int, Event]] = {}
+_recent_lock = threading.Lock()
+
+
+def _remember(channel: str, events: list[Event]) -> None:
+    with _recent_lock:
+        kept = _recent.setdefault(channel, OrderedDict())
+        for event in events:
+            kept[int(event.id)] = event
+        if len(kept) > RECENT:
+            for eid in sorted(kept)[: len(kept) - RECENT]:
+                del kept[eid]
+
+
+def _recalled(channel: str, first: int, last: int) -> list[Event] | None:
+    """Events ``first``..``last`` of ``channel`` if every one of them is in memory."""
+    with _recent_lock:
+        kept = _recent.get(channel)
+        if not kept:
+            return None
+        try:
+            return [kept[eid] for eid in range(first, last + 1)]
+        except KeyError:
+            return None
+
+
+def forget_recent() -> None:
+    with _recent_lock:
+        _recent.clear()
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def entry_payload(task_id: str, seq: int, type: str, data: dict[str, Any], created_at: datetime) -> dict[str, Any]:
+    """What a ``task-<uuid>`` channel says about one timeline entry (live and replayed alike)."""
+    return {"task_id": str(task_id), "seq": seq, "type": type, "data": data, "created_at": created_at}
+
+
+class AgencyStorage(StorageBase):
+    def append_event(self, channel: str, event_type: str, data: str) -> Event:
+        return self.append_events(channel, [(event_type, data)])[0]
+
+    def append_events(self, channel: str, items: list[tuple[str, str]]) -> list[Event]:
+        """Store ``items`` ((type, JSON text) pairs) on ``channel`` in one transaction, numbered in order."""
+        if channel_task_id(channel) is not None:
+            raise ValueError("a task's stream is its timeline; it is not stored twice")
+        if not items:
+            return []
+        counter_id = EventCounter.get_or_create(channel).pk  # outside the transaction: it may race an insert
+        with transaction.atomic():
+            counter = EventCounter.objects.select_for_update().get(pk=counter_id)
+            first = counter.value + 1
+            rows = [
+                StoredEvent(channel=channel, type=event_type, data=data, eid=first + i)
+                for i, (event_type, data) in enumerate(items)
+            ]
+            StoredEvent.objects.bulk_create(rows)
+            EventCounter.objects.filter(pk=counter_id).update(value=first + len(items) - 1, updated=timezone.now())
+        events = [Event(channel, row.type, row.data, id=row.eid) for row in rows]
+        transaction.on_commit(lambda: _remember(channel, events))
+        return events
+
+    def get_events(self, channel: str, last_id: int, limit: int = 100) -> list[Event]:
+        """The events after ``last_id``, oldest first; :class:`EventDoesNotExist` when it is unknown."""
+        task_id = channel_task_id(channel)
+        if task_id is not None:
+            return self._task_events(channel, task_id, last_id, limit)
+        current = self.get_current_id(channel)
+        if last_id > current:
+            raise EventDoesNotExist(f"no event {last_id} on {channel}", current)
+        if last_id == current:
+            return []
+        # Every event after last_id up to the page's end is in memory: nothing to check,
+        # since having them all is what the existence check of last_id is for.
+        recalled = _recalled(channel, last_id + 1, min(current, last_id + limit))
+        if recalled is not None:
+            return recalled
+        rows = list(
+            StoredEvent.objects.filter(channel=channel, eid__gte=last_id)
+            .order_by("eid")
+            .values_list("eid", "type", "data")[: limit + 1]
+        )
+        if last_id > 0:
+            # The event the client saw must still be here, or the events after it may be gone too.
+            if not rows or rows[0][0] != last_id:
+                raise EventDoesNotExist(f"event {last_id} on {channel} was trimmed", current)
+            rows = rows[1:]
+        elif rows and rows[0][0] != 1:
+            raise EventDoesNotExist(f"the start of {channel} was trimmed", current)
+        events = [Event(channel, type_, data, id=eid) for eid, type_, data in rows[:limit]]
+        _remember(channel, events)
+        return events
+
+    def get_current_id(self, channel: str) -> int:
+        task_id = channel_task_id(channel)
+        if task_id is not None:
+            return Task.objects.filter(pk=task_id).values_list("event_seq", flat=True).first() or 0
+        return EventCounter.objects.filter(name=channel).values_list("value", flat=True).first() or 0
+
+    @staticmethod
+    def _task_events(channel: str, task_id: Any, last_id: int, limit: int) -> list[Event]:
+        rows = TaskEvent.objects.filter(task_id=task_id, seq__gt=last_id).order_by("seq")[:limit]
+        events = [
+            Event(
+                channel,
+                TIMELINE_ENTRY,
+                to_json(entry_payload(task_id, row.seq, row.type, row.data, row.created_at)),
+                id=row.seq,
+            )
+            for row in rows
+        ]
+        if not events and last_id > 0:
+            current = Task.objects.filter(pk=task_id).values_list("event_seq", flat=True).first() or 0
+            if last_id > current:
+                raise EventDoesNotExist(f"no event {last_id} on {channel}", current)
+        return events
+
+
+def latest_created(channel: str) -> datetime | None:
+    return StoredEvent.objects.filter(channel=channel).order_by("-eid").values_list("created", flat=True).first()
+
+
+def trim(*, now: datetime | None = None) -> int:
+    """Delete stored events older than ``AGENCY_STREAM_RETENTION_S``; returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.AGENCY_STREAM_RETENTION_S)
+    deleted, _ = StoredEvent.objects.filter(created__lt=cutoff).delete()
+    if deleted:
+        forget_recent()
+    return deleted
