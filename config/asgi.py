@@ -2,7 +2,7 @@
 
 The two stream paths go to :class:`metrics.stream.views.StreamApp`, which streams from the
 event loop without holding one of Django's request threads per client (see its module).
-WebSocket routes join here as apps add them.
+WebSockets: the chat consumer, behind its token/cookie and origin rules (chat/auth.py).
 """
 
 import os
@@ -16,6 +16,8 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs apps loaded)
 from django.urls import path, re_path  # noqa: E402
 
+from chat.auth import ChatAuth  # noqa: E402
+from chat.consumers import ChatConsumer  # noqa: E402
 from metrics.stream.views import KINDS, StreamApp  # noqa: E402
 
 streams = StreamApp()
@@ -28,6 +30,7 @@ application = ProtocolTypeRouter(
                 # Everything else, any path (a newline in it included), goes to Django.
                 re_path(r"", django_asgi_app),
             ]
-        )
+        ),
+        "websocket": ChatAuth(URLRouter([path("api/v1/chat/ws/<uuid:session_id>", ChatConsumer.as_asgi())])),
     }
 )

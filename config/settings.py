@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "audit",
     "tasks",
     "metrics",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -285,3 +286,15 @@ AGENCY_REAP_S = env.float("AGENCY_REAP_S", default=2.0)
 # Task-level retry backoff (exponential, full jitter) between attempts.
 AGENCY_RETRY_BASE_S = env.float("AGENCY_RETRY_BASE_S", default=2.0)
 AGENCY_RETRY_MAX_S = env.float("AGENCY_RETRY_MAX_S", default=300.0)
+
+# --- Chat (WebSocket) ---------------------------------------------------------------
+# An active session without a message for this long expires.
+CHAT_SESSION_TTL_S = env.int("CHAT_SESSION_TTL_S", default=7 * 24 * 3600)
+# A client frame's size in bytes, and a message's length in characters, at most.
+CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=16_384)
+CHAT_MAX_CONTENT = env.int("CHAT_MAX_CONTENT", default=4_000)
+# Per connection: frames a second on average, and in a burst (token bucket).
+CHAT_RATE_PER_S = env.float("CHAT_RATE_PER_S", default=5.0)
+CHAT_RATE_BURST = env.int("CHAT_RATE_BURST", default=20)
+# Seconds between the server's heartbeats on an idle socket.
+CHAT_HEARTBEAT_S = env.float("CHAT_HEARTBEAT_S", default=20.0)

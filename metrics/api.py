@@ -34,6 +34,7 @@ class KpiValuesSerializer(serializers.Serializer):
     workers_healthy = serializers.IntegerField(min_value=0, help_text=_HELP["workers_healthy"])
     workers_enabled = serializers.IntegerField(min_value=0, help_text=_HELP["workers_enabled"])
     breakers_open = serializers.IntegerField(min_value=0, help_text=_HELP["breakers_open"])
+    chat_sessions_active = serializers.IntegerField(min_value=0, help_text=_HELP["chat_sessions_active"])
 
 
 class KpiDisplaySerializer(serializers.Serializer):
@@ -48,6 +49,7 @@ class KpiDisplaySerializer(serializers.Serializer):
     workers_healthy = serializers.CharField()
     workers_enabled = serializers.CharField()
     breakers_open = serializers.CharField()
+    chat_sessions_active = serializers.CharField()
 
 
 class ThroughputPointSerializer(serializers.Serializer):

@@ -37,6 +37,7 @@ from django.db.models import (
 from django.db.models.functions import CumeDist, TruncMinute
 from django.utils import timezone
 
+from chat.models import ChatSession, SessionStatus
 from tasks.dispatch import breakers, fleet
 from tasks.models import Task, Worker
 from tasks.states import TaskState
@@ -94,6 +95,11 @@ KPIS: tuple[Kpi, ...] = (
         "breakers_open",
         "Breakers open",
         "Enabled workers whose circuit breaker is open or half-open (taking no regular work).",
+    ),
+    Kpi(
+        "chat_sessions_active",
+        "Active chat sessions",
+        "Chat sessions open (not closed) and not expired.",
     ),
 )
 KPI_NAMES: tuple[str, ...] = tuple(k.name for k in KPIS)
@@ -173,7 +179,7 @@ def _p95_run_time_s(since: datetime, until: datetime) -> float | None:
 
 
 def kpi_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
-    """The KPIs as numbers (None when unknown) and as the text a tile shows, in 4 queries.
+    """The KPIs as numbers (None when unknown) and as the text a tile shows, in 5 queries.
 
     ``generated_at`` is the moment they were counted for (ISO 8601); the dictionary is plain
     JSON, as the SSE snapshot sends it.
@@ -198,6 +204,8 @@ def kpi_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
         breakers_open=Count("pk", filter=Q(breaker_state__in=BREAKER_NOT_CLOSED)),
     )
 
+    chats = ChatSession.objects.filter(status=SessionStatus.ACTIVE, expires_at__gt=now).count()
+
     decided = finished["completed"] + finished["failed"]
     kpis: dict[str, float | int | None] = {
         "completed_per_minute": finished["completed_recent"] / RATE_WINDOW_MIN,
@@ -209,6 +217,7 @@ def kpi_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
         "workers_healthy": workers["healthy"],
         "workers_enabled": workers["enabled"],
         "breakers_open": workers["breakers_open"],
+        "chat_sessions_active": chats,
     }
     return {"generated_at": now.isoformat(), "kpis": kpis, "display": display(kpis)}
 
@@ -225,6 +234,7 @@ def display(kpis: dict[str, float | int | None]) -> dict[str, str]:
         "workers_healthy": format_number(kpis["workers_healthy"]),
         "workers_enabled": format_number(kpis["workers_enabled"]),
         "breakers_open": format_number(kpis["breakers_open"]),
+        "chat_sessions_active": format_number(kpis["chat_sessions_active"]),
     }
     return shown
 

@@ -32,15 +32,19 @@ def _stream_publication(request) -> Any:
     on (SQLite) or outlive (PostgreSQL) the transaction a test runs in. The stream tests run
     it for real, in a server process or with this marker.
     """
+    from chat.watch import on_task_writes as on_chat_writes
     from metrics.stream.publish import on_task_writes
     from tasks.transitions import task_writes_committed
 
     if "stream_publication" in request.keywords:
         yield
         return
-    task_writes_committed.disconnect(on_task_writes, dispatch_uid="metrics.stream")
+    receivers = [(on_task_writes, "metrics.stream"), (on_chat_writes, "chat.watch")]
+    for receiver, uid in receivers:
+        task_writes_committed.disconnect(receiver, dispatch_uid=uid)
     yield
-    task_writes_committed.connect(on_task_writes, dispatch_uid="metrics.stream")
+    for receiver, uid in receivers:
+        task_writes_committed.connect(receiver, dispatch_uid=uid)
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import json
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.db import close_old_connections
@@ -71,10 +72,18 @@ def publish_snapshot(snapshot: dict[str, Any]) -> Event:
     return event
 
 
-class Publisher:
-    """The process's publisher thread: started on the first batch, drained at exit."""
+Batch = list[tuple[list[TaskChanged], list[TimelineEntry]]]
 
-    def __init__(self) -> None:
+
+class Publisher:
+    """A thread that hands committed batches to ``handle``: started on the first batch, drained at exit.
+
+    The streams have one (:data:`publisher`); chat's ``watch`` has its own (chat/watch.py), so
+    that neither waits on the other and a dispatcher's writer waits on neither.
+    """
+
+    def __init__(self, handle: Callable[[Batch], None], name: str) -> None:
+        self._handle, self._name = handle, name
         self._queue: queue.SimpleQueue[tuple[list[TaskChanged], list[TimelineEntry]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -88,7 +97,7 @@ class Publisher:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="agency-stream-publisher", daemon=True)
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
                     # A short-lived process (a management command) delivers what it changed before it exits.
                     atexit.register(self.wait_idle, EXIT_WAIT_S)
@@ -107,11 +116,11 @@ class Publisher:
                 except queue.Empty:
                     break
             try:
-                self._publish(batch)
+                self._handle(batch)
             except Exception:
                 # The task writes are committed and in the timelines; a stream that missed them
                 # is caught up by a reader's replay of the task channel. Say so, keep going.
-                logger.exception("stream publication of %d batches failed", len(batch))
+                logger.exception("%s: publication of %d batches failed", self._name, len(batch))
             finally:
                 if self._queue.empty():
                     close_old_connections()
@@ -119,21 +128,22 @@ class Publisher:
                     self._pending -= len(batch)
                     self._idle.notify_all()
 
-    @staticmethod
-    def _publish(batch: list[tuple[list[TaskChanged], list[TimelineEntry]]]) -> None:
-        changes = [c for cs, _ in batch for c in cs]
-        events: list[Event] = []
-        if changes:
-            items = [(TASK_CHANGE, to_json(change_payload(c))) for c in changes]
-            events += get_storage().append_events(TASKS, items)
-        for _, entries in batch:
-            for e in entries:
-                data = to_json(entry_payload(e.task_id, e.seq, e.type, e.data, e.created_at))
-                events.append(Event(task_channel(e.task_id), TIMELINE_ENTRY, data, id=e.seq))
-        deliver(events)
+
+def publish_streams(batch: Batch) -> None:
+    """Store the ``tasks`` channel's events of ``batch`` and deliver them with the timeline entries."""
+    changes = [c for cs, _ in batch for c in cs]
+    events: list[Event] = []
+    if changes:
+        items = [(TASK_CHANGE, to_json(change_payload(c))) for c in changes]
+        events += get_storage().append_events(TASKS, items)
+    for _, entries in batch:
+        for e in entries:
+            data = to_json(entry_payload(e.task_id, e.seq, e.type, e.data, e.created_at))
+            events.append(Event(task_channel(e.task_id), TIMELINE_ENTRY, data, id=e.seq))
+    deliver(events)
 
 
-publisher = Publisher()
+publisher = Publisher(publish_streams, "agency-stream-publisher")
 
 
 def on_task_writes(sender: Any, *, changes: list[TaskChanged], entries: list[TimelineEntry], **kwargs: Any) -> None:

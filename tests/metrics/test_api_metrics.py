@@ -71,6 +71,7 @@ def test_a_viewer_reads_the_figures(viewer_client, schema):
         "workers_healthy": 1,
         "workers_enabled": 1,
         "breakers_open": 0,
+        "chat_sessions_active": 0,
     }
     assert body["display"]["success_rate"] == "66.6 %"
     assert (body["display"]["workers_healthy"], body["display"]["workers_enabled"]) == ("1", "1")
@@ -110,6 +111,6 @@ def test_it_refuses_post_with_405(viewer_client, operator_client):
 def test_it_takes_a_fixed_number_of_queries(viewer_client, django_assert_num_queries):
     for i in range(20):
         finished(TaskState.COMPLETED if i % 4 else TaskState.FAILED, ago_s=i * 60, run_s=i)
-    # token + user's groups, the snapshot's 4, throughput 1, histogram 1
-    with django_assert_num_queries(8):
+    # token + user's groups, the snapshot's 5, throughput 1, histogram 1
+    with django_assert_num_queries(9):
         assert viewer_client.get(URL).status_code == 200

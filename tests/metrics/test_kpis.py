@@ -47,6 +47,7 @@ def test_an_empty_system_has_zeros_and_unknowns():
         "workers_healthy": 0,
         "workers_enabled": 0,
         "breakers_open": 0,
+        "chat_sessions_active": 0,
     }
     assert snap["display"] == {
         "completed_per_minute": "0.0",
@@ -58,6 +59,7 @@ def test_an_empty_system_has_zeros_and_unknowns():
         "workers_healthy": "0",
         "workers_enabled": "0",
         "breakers_open": "0",
+        "chat_sessions_active": "0",
     }
     assert set(snap["kpis"]) == set(snap["display"]) == set(kpis.KPI_NAMES)
 
@@ -146,12 +148,26 @@ def test_workers_healthy_counts_fresh_healthy_polls_among_enabled_workers():
     assert snap["display"]["breakers_open"] == "2"
 
 
-def test_the_snapshot_takes_four_queries_whatever_the_rows(django_assert_num_queries):
+def test_active_chat_sessions_leave_out_closed_and_expired_ones(operator):
+    from chat import services
+    from chat.models import ChatSession
+
+    services.session_create(actor=operator)
+    closed = services.session_create(actor=operator)
+    services.session_close(actor=operator, session_id=closed.pk)
+    stale = services.session_create(actor=operator)
+    ChatSession.objects.filter(pk=stale.pk).update(expires_at=NOW - timedelta(seconds=1))
+    snap = kpis.kpi_snapshot(now=NOW)
+    assert snap["kpis"]["chat_sessions_active"] == 1
+    assert snap["display"]["chat_sessions_active"] == "1"
+
+
+def test_the_snapshot_takes_five_queries_whatever_the_rows(django_assert_num_queries):
     for i in range(30):
         task(S.COMPLETED, finished_ago_s=10 + i, run_s=i)
         task(S.QUEUED)
     worker("w1")
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         kpis.kpi_snapshot(now=NOW)
 
 

@@ -70,6 +70,7 @@ def test_a_viewer_sees_every_tile_with_its_value(client, viewer):
         "workers_healthy": "1",
         "workers_enabled": "1",
         "breakers_open": "0",
+        "chat_sessions_active": "0",
     }
     assert set(tiles) == set(kpis.KPI_NAMES)  # every KPI has an element live.js can fill
     assert "workers_enabled" not in {t.name for t in TILES}  # the second half of the workers tile
@@ -118,13 +119,13 @@ def test_the_page_takes_a_fixed_number_of_queries(client, viewer, django_assert_
             Task.objects.create(title="waiting", spec={})
             Worker.objects.create(name=f"w{n}-{i}", base_url="http://w.local")
 
-    # session, user, the user's groups; the snapshot's 4, throughput, histogram; health: SELECT 1,
+    # session, user, the user's groups; the snapshot's 5, throughput, histogram; health: SELECT 1,
     # dispatchers, workers
     rows(1)
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(13):
         assert client.get("/").status_code == 200
     rows(25)
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(13):
         assert client.get("/").status_code == 200
 
 

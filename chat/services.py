@@ -1,0 +1,117 @@
+"""Chat sessions and messages: who may open, join, post, close; messages numbered per session.
+
+Any user with the viewer role may chat (a chat changes no task by itself); the commands a
+message carries go through the task services with the same user, so roles and audit apply
+there (a viewer's ``cancel`` is refused by ``task_cancel``). A session is its owner's; an
+admin may join it too. A session without a message for ``CHAT_SESSION_TTL_S`` expires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat.models import ChatMessage, ChatSession, MessageRole, SessionStatus
+from config.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from security import roles
+from security.principals import require
+
+TITLE_MAX = ChatSession._meta.get_field("title").max_length
+
+
+def _ttl() -> timedelta:
+    return timedelta(seconds=settings.CHAT_SESSION_TTL_S)
+
+
+def _user(actor: Any, what: str) -> Any:
+    acting = require(actor, roles.can_view, what)
+    user = acting.user_or_none()
+    if user is None:
+        raise PermissionDenied("Only a signed-in user chats.")
+    return user
+
+
+def session_create(*, actor: Any, title: str = "") -> ChatSession:
+    user = _user(actor, "start a chat")
+    if not isinstance(title, str):
+        raise InvalidInput(fields={"title": ["Must be a string."]})
+    title = title.strip()
+    if len(title) > TITLE_MAX:
+        raise InvalidInput(fields={"title": [f"Ensure this field has no more than {TITLE_MAX} characters."]})
+    return ChatSession.objects.create(owner=user, title=title, expires_at=timezone.now() + _ttl())
+
+
+def _parse_id(session_id: Any) -> uuid.UUID:
+    try:
+        return session_id if isinstance(session_id, uuid.UUID) else uuid.UUID(str(session_id))
+    except ValueError:
+        raise NotFound("No such chat session.") from None
+
+
+def session_get(*, actor: Any, session_id: Any) -> ChatSession:
+    """The session if ``actor`` may join it (its owner, or an admin); expired ones are marked so."""
+    user = _user(actor, "read a chat")
+    session = ChatSession.objects.filter(pk=_parse_id(session_id)).first()
+    if session is None:
+        raise NotFound("No such chat session.")
+    if session.owner_id != user.pk and not roles.is_admin(user):
+        raise PermissionDenied("This chat session belongs to another user.")
+    if session.status == SessionStatus.ACTIVE and session.expires_at <= timezone.now():
+        ChatSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).update(status=SessionStatus.EXPIRED)
+        session.status = SessionStatus.EXPIRED
+    return session
+
+
+def session_list(*, actor: Any) -> list[ChatSession]:
+    user = _user(actor, "list chats")
+    return list(ChatSession.objects.filter(owner=user).order_by("-created_at")[:200])
+
+
+def session_close(*, actor: Any, session_id: Any) -> ChatSession:
+    session = session_get(actor=actor, session_id=session_id)
+    if session.status != SessionStatus.ACTIVE:
+        raise Conflict(f"The session is {session.status}.", code="session_not_active", status=session.status)
+    ChatSession.objects.filter(pk=session.pk).update(status=SessionStatus.CLOSED)
+    session.status = SessionStatus.CLOSED
+    return session
+
+
+def message_append(
+    *, session_id: uuid.UUID, role: str, content: str, metadata: dict[str, Any] | None = None
+) -> ChatMessage:
+    """Append one message under the session's row lock: the next sequence number, in commit order."""
+    with transaction.atomic():
+        session = ChatSession.objects.select_for_update().only("message_seq").get(pk=session_id)
+        seq = session.message_seq + 1
+        now = timezone.now()
+        message = ChatMessage.objects.create(
+            session_id=session_id, seq=seq, role=role, content=content, metadata=metadata or {}
+        )
+        ChatSession.objects.filter(pk=session_id).update(message_seq=seq, last_message_at=now, expires_at=now + _ttl())
+    return message
+
+
+def message_post(*, actor: Any, session_id: Any, content: str, metadata: dict[str, Any] | None = None) -> ChatMessage:
+    """A user's message, persisted (its ack carries the returned message's ``seq``)."""
+    session = session_get(actor=actor, session_id=session_id)
+    if session.status != SessionStatus.ACTIVE:
+        raise Conflict(f"The session is {session.status}.", code="session_not_active", status=session.status)
+    return message_append(session_id=session.pk, role=MessageRole.USER, content=content, metadata=metadata)
+
+
+def history(*, session: ChatSession, after: int | None = None, before: int | None = None, limit: int = 100):
+    """Messages of ``session`` by sequence: after ``after`` (oldest first) or the newest before ``before``."""
+    messages = ChatMessage.objects.filter(session=session)
+    if after is not None:
+        messages = messages.filter(seq__gt=after)
+    if before is not None:
+        newest = list(messages.filter(seq__lt=before).order_by("-seq")[:limit])
+        return newest[::-1]
+    if after is None:
+        return list(messages.order_by("-seq")[:limit])[::-1]
+    return list(messages.order_by("seq")[:limit])
