@@ -53,3 +53,15 @@ class AgencyChannelManager(ChannelManagerBase):
 
     def is_channel_reliable(self, channel: str) -> bool:
         return True
+
+
+def resume_id(channel: str, current: int | None = None) -> str:
+    """The ``Last-Event-ID`` of ``channel`` as it is now (or at ``current``), for a page to start from.
+
+    A page rendered from the database and then opening its stream would miss what changed in
+    between if the stream started "at the present" (when it connects): the page names the id it
+    was rendered at instead (``data-last-event-id``), and the stream replays from there.
+    """
+    from django_eventstream.utils import get_storage, make_id
+
+    return make_id({channel: get_storage().get_current_id(channel) if current is None else current})

@@ -27,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from config.errors import Conflict, InvalidInput
 from config.strict import validated
+from metrics.stream.channels import resume_id, task_channel
 from security import roles
 from security.pages import page
 from tasks import selectors, services
@@ -104,6 +105,8 @@ def render_detail(
         **_timeline(task, before),
         "spec_json": json.dumps(task.spec, indent=2, ensure_ascii=False, sort_keys=True),
         "stream_url": f"{reverse('tasks-stream')}?task={task.pk}",
+        # What the page shows is the task as of this event: the stream replays what follows.
+        "stream_last_id": resume_id(task_channel(task.pk), task.event_seq),
         "paged": before is not None,
     }
     return render(request, "tasks/detail.html", context, status=status)

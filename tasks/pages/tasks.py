@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from config.errors import InvalidInput, NotFound
+from metrics.stream.channels import TASKS, resume_id
 from security import roles
 from security.pages import page
 from tasks import selectors, services
@@ -67,6 +68,8 @@ def render_list(
     request: HttpRequest, query: QueryDict, *, status: int = 200, extra: dict[str, Any] | None = None
 ) -> HttpResponse:
     """The tasks page for ``query`` (the URL's, or the one a refused form post came from)."""
+    # The stream resumes from the id as it is before the rows are read (see resume_id).
+    rendered_at = resume_id(TASKS) if not getattr(request, "htmx", False) else ""
     # A form sends its empty fields too (worker=&created_after=...): on a page they mean "any".
     data = {key: value for key, value in selectors.query_data(query).items() if value != ""}
     before = data.pop("before", None)
@@ -96,6 +99,7 @@ def render_list(
         "errors": errors,
         "row_url": request.get_full_path(),
         "stream_url": reverse("tasks-stream"),
+        "stream_last_id": rendered_at,
         "columns": 10 if roles.can_operate(request.user) else 9,
     }
     if getattr(request, "htmx", False):

@@ -33,6 +33,7 @@ from django.views.decorators.http import require_POST, require_safe
 from audit import selectors as audit_selectors
 from audit.models import AuditRecord
 from config.errors import DomainError, InvalidInput
+from metrics.stream.channels import TASKS, resume_id
 from security import roles
 from security.pages import page
 from security.redaction import redact_url
@@ -264,7 +265,8 @@ def _table(request: HttpRequest) -> HttpResponse:
 
 
 def _page(request: HttpRequest, form: RegisterForm, *, status: int = 200) -> HttpResponse:
-    context = {**_context(request), "form": form}
+    rendered_at = resume_id(TASKS)  # before the rows are read: what changes after is replayed
+    context = {**_context(request), "form": form, "stream_last_id": rendered_at}
     response = render(request, PAGE_TEMPLATE, context, status=status)
     patch_vary_headers(response, ("HX-Request",))
     return response

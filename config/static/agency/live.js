@@ -6,6 +6,9 @@
  * JSON as event.detail, so htmx fragments refresh with hx-trigger="agency-task from:body".
  * KPI snapshots also fill every [data-kpi="<name>"] element with snapshot.display[name].
  *
+ * A page names the id it was rendered at (data-last-event-id): the first connection asks for
+ * what came after it, so nothing that changed between the render and the connection is lost.
+ *
  * Catching up: while the connection is merely interrupted the browser reconnects by itself
  * and sends Last-Event-ID. When the EventSource gives up (closed), this script opens a new
  * one after a growing delay with ?lastEventId=<the last id seen>, so the server replays what
@@ -40,8 +43,8 @@
     }
   }
 
-  function open(url) {
-    var state = streams[url] || (streams[url] = { url: url, lastId: "", delay: 1000, source: null, timer: null, received: 0 });
+  function open(url, renderedAt) {
+    var state = streams[url] || (streams[url] = { url: url, lastId: renderedAt || "", delay: 1000, source: null, timer: null, received: 0 });
     var src = url;
     if (state.lastId) src += (url.indexOf("?") >= 0 ? "&" : "?") + "lastEventId=" + encodeURIComponent(state.lastId);
     var source = new EventSource(src);
@@ -93,7 +96,8 @@
     var nodes = document.querySelectorAll("[data-stream]");
     for (var i = 0; i < nodes.length; i++) {
       var url = nodes[i].getAttribute("data-stream");
-      if (url && !streams[url]) open(url);
+      // data-last-event-id: the id the page was rendered at; the stream replays from there.
+      if (url && !streams[url]) open(url, nodes[i].getAttribute("data-last-event-id"));
     }
   }
 

@@ -262,3 +262,15 @@ def test_the_detail_queries_do_not_grow_with_the_timeline(operator_page, make_ta
 
 def test_it_needs_a_get(viewer_page, make_task):
     assert viewer_page.post(url(make_task())).status_code == 405
+
+
+def test_the_page_resumes_its_stream_from_the_event_it_was_rendered_at(viewer_page, make_task):
+    # Whatever happens between the render and the stream's connection is replayed, not lost.
+    task = make_task()
+    add_events(task, 4)
+    task.refresh_from_db()
+    body = viewer_page.get(url(task)).content.decode()
+    assert (
+        f'data-stream="/api/v1/tasks/stream?task={task.pk}" data-last-event-id="task-{task.pk}:{task.event_seq}"'
+        in body
+    )

@@ -200,6 +200,16 @@ def test_the_list_page_queries_are_pinned(viewer_page, make_task, django_assert_
     for i in range(20):
         make_task(title=f"t{i}")
     viewer_page.get(URL)  # the session is read once warm
-    # session, user, the user's groups (roles), the page of tasks, the user's saved views
-    with django_assert_num_queries(5):
+    # session, user, the user's groups (roles), the task stream's current id (the page resumes
+    # its stream from it), the page of tasks, the user's saved views
+    with django_assert_num_queries(6):
         assert viewer_page.get(URL).status_code == 200
+
+
+def test_the_page_resumes_the_task_stream_from_the_id_it_was_rendered_at(viewer_page, make_task):
+    from django_eventstream.models import EventCounter
+
+    make_task()
+    EventCounter.objects.update_or_create(name="tasks", defaults={"value": 41})
+    body = viewer_page.get(URL).content.decode()
+    assert 'data-stream="/api/v1/tasks/stream" data-last-event-id="tasks:41"' in body
