@@ -22,18 +22,15 @@ class SessionCreateSerializer(StrictSerializer):
 
 class HistoryQuerySerializer(StrictSerializer):
     after = serializers.IntegerField(
-        min_value=0, required=False, help_text="Messages with a larger sequence number, oldest first."
+        min_value=0, required=False, help_text="The first messages after this sequence number, oldest first."
     )
     before = serializers.IntegerField(
-        min_value=1, required=False, help_text="The newest messages before this sequence number."
+        min_value=1,
+        required=False,
+        help_text="Only messages before this sequence number (alone: the newest of them, for paging backwards).",
     )
     limit = serializers.IntegerField(min_value=1, max_value=HISTORY_LIMIT, default=100)
     format = serializers.CharField(required=False)
-
-    def validate(self, attrs):
-        if "after" in attrs and "before" in attrs:
-            raise serializers.ValidationError({"before": ["Give after or before, not both."]})
-        return attrs
 
 
 class MessageSerializer(serializers.Serializer):

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chat.models import ChatSession, ChatWatch
+from chat import services as chat_services
+from chat.models import ChatMessage, ChatSession, ChatWatch, MessageRole
 from config.errors import DomainError, InvalidInput, NotFound
 from security import roles
 from security.principals import require
@@ -166,8 +167,12 @@ COMMANDS: dict[str, Callable[[Any, list[str], ChatSession], Reply]] = {
 }
 
 
-def execute(*, actor: Any, session: ChatSession, text: str) -> Reply:
-    """The assistant's reply to ``text``; refusals and mistakes are replies too, with ``error`` set."""
+def execute(*, actor: Any, session: ChatSession, text: str, on_delta: Callable[[str], None] | None = None) -> Reply:
+    """The assistant's reply to ``text``; refusals and mistakes are replies too, with ``error`` set.
+
+    Text that is no command goes to a chat worker when one is registered (chat/assist.py;
+    ``on_delta`` gets the reply's pieces as they stream), else it is echoed with a hint.
+    """
     try:
         words = shlex.split(text)
     except ValueError:
@@ -177,6 +182,14 @@ def execute(*, actor: Any, session: ChatSession, text: str) -> Reply:
     name, args = words[0].lower(), words[1:]
     command = COMMANDS.get(name)
     if command is None:
+        from chat import assist
+
+        worker = assist.chat_worker()
+        if worker is not None:
+            answer, metadata = assist.ask(worker, session, text, on_delta)
+            if answer is not None:
+                return Reply(answer, metadata)
+            return Reply(f"The chat worker {worker.name} did not answer ({metadata['detail']}).", metadata)
         return Reply(f"You said: {text}\nType help for what I can do.", {"command": None})
     try:
         return command(actor, args, session)
@@ -195,3 +208,13 @@ def _flat(errors: Any) -> list[Any]:
     if isinstance(errors, list | tuple):
         return [m for e in errors for m in _flat(e)]
     return [errors]
+
+
+def reply_to(*, actor: Any, posted: ChatMessage, on_delta: Callable[[str], None] | None = None) -> ChatMessage:
+    """Compute and store the assistant's reply to the user's message ``posted``."""
+    session = chat_services.session_get(actor=actor, session_id=posted.session_id)
+    answer = execute(actor=actor, session=session, text=posted.content, on_delta=on_delta)
+    answer.metadata["in_reply_to"] = posted.seq
+    return chat_services.message_append(
+        session_id=session.pk, role=MessageRole.ASSISTANT, content=answer.content, metadata=answer.metadata
+    )

@@ -30,7 +30,7 @@ from django.utils import timezone
 from django_eventstream.views import Listener, get_listener_manager
 
 from chat import commands, services
-from chat.models import ChatMessage, MessageRole, SessionStatus
+from chat.models import ChatMessage, SessionStatus
 from chat.protocol import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
@@ -196,19 +196,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ack["client_id"] = client_id
         await self._send(ack)
 
-        def reply() -> int:
-            session = services.session_get(actor=self.user, session_id=self.session_id)
-            answer = commands.execute(actor=self.user, session=session, text=content)
-            answer.metadata["in_reply_to"] = posted.seq
-            message = services.message_append(
-                session_id=self.session_id, role=MessageRole.ASSISTANT, content=answer.content, metadata=answer.metadata
-            )
-            return message.seq
+        # A chat worker's reply streams in pieces: each one goes out as an event frame at once.
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        relay = asyncio.ensure_future(self._relay(pieces, posted.seq))
 
-        last = await in_db_thread(reply)
+        def on_delta(piece: str) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        try:
+            last = (
+                await in_db_thread(lambda: commands.reply_to(actor=self.user, posted=posted, on_delta=on_delta))
+            ).seq
+        finally:
+            loop.call_soon_threadsafe(pieces.put_nowait, None)
+            await relay
         await self._flush()
         # Other connections of this session (other tabs, other processes) hear of both.
         announce(self.session_id, last)
+
+    async def _relay(self, pieces: asyncio.Queue, in_reply_to: int) -> None:
+        while (piece := await pieces.get()) is not None:
+            await self._send({"type": "event", "event": "reply_delta", "in_reply_to": in_reply_to, "text": piece})
 
     async def _flush(self, *, as_history: bool = False) -> None:
         """Send every message after the last one sent, in order, once."""

@@ -105,13 +105,15 @@ def message_post(*, actor: Any, session_id: Any, content: str, metadata: dict[st
 
 
 def history(*, session: ChatSession, after: int | None = None, before: int | None = None, limit: int = 100):
-    """Messages of ``session`` by sequence: after ``after`` (oldest first) or the newest before ``before``."""
+    """Messages of ``session`` in sequence order, at most ``limit``.
+
+    With ``after``: the first ones after it (paging forwards; with ``before`` too, within the
+    window). With only ``before``: the newest ones before it (paging backwards). With
+    neither: the newest ones.
+    """
     messages = ChatMessage.objects.filter(session=session)
-    if after is not None:
-        messages = messages.filter(seq__gt=after)
     if before is not None:
-        newest = list(messages.filter(seq__lt=before).order_by("-seq")[:limit])
-        return newest[::-1]
-    if after is None:
-        return list(messages.order_by("-seq")[:limit])[::-1]
-    return list(messages.order_by("seq")[:limit])
+        messages = messages.filter(seq__lt=before)
+    if after is not None:
+        return list(messages.filter(seq__gt=after).order_by("seq")[:limit])
+    return list(messages.order_by("-seq")[:limit])[::-1]

@@ -298,3 +298,5 @@ CHAT_RATE_PER_S = env.float("CHAT_RATE_PER_S", default=5.0)
 CHAT_RATE_BURST = env.int("CHAT_RATE_BURST", default=20)
 # Seconds between the server's heartbeats on an idle socket.
 CHAT_HEARTBEAT_S = env.float("CHAT_HEARTBEAT_S", default=20.0)
+# How long a chat worker may take to answer one message.
+CHAT_WORKER_TIMEOUT_S = env.float("CHAT_WORKER_TIMEOUT_S", default=30.0)

@@ -23,4 +23,5 @@ urlpatterns = [
     path("", include("tasks.pages.urls")),
     path("", include("tasks.pages.worker_urls")),
     path("", include("audit.pages.urls")),
+    path("", include("chat.page_urls")),
 ]

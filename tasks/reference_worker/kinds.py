@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 Emit = Callable[[dict[str, Any]], None]
 
-KINDS = ("echo", "sleep", "fail")
+KINDS = ("echo", "sleep", "fail", "chat")
 # Injected statuses, in the order a spec lists them: {"status_429_times": 1, "status_503_times": 2}
 # answers the first call 429, the next two 503, and runs the work on the fourth.
 STATUS_FAULTS = {f"status_{code}_times": code for code in (429, 500, 502, 503, 504)}
@@ -36,7 +36,10 @@ RESULT_KEYS = ("output", "files_modified", "rationale", "self_assessment")
 KIND_KEYS = {
     "sleep": frozenset(RESULT_KEYS) | {"seconds", "interval_s", "artifacts"},
     "fail": frozenset({"error", "output", "retryable"}),
+    "chat": frozenset({"message", "history"}),
 }
+# The longest chat message the reference worker answers (the control plane caps messages lower).
+MAX_CHAT_MESSAGE = 20_000
 MAX_SLEEP_S = 86_400.0
 # A stream line at least this often lets clients use an idle read timeout (see the protocol doc).
 MAX_INTERVAL_S = 15.0
@@ -74,8 +77,8 @@ class TaskInput:
 
     @property
     def streams(self) -> bool:
-        """Only ``sleep`` has progress worth streaming; the others answer at once in JSON."""
-        return self.kind == "sleep" and not self.faults.hang
+        """``sleep`` has progress worth streaming and ``chat`` its reply word by word; the others answer in JSON."""
+        return self.kind in ("sleep", "chat") and not self.faults.hang
 
 
 def _int(value: Any, where: str, low: int, high: int) -> int:
@@ -145,6 +148,14 @@ def parse_task_input(spec: dict[str, Any]) -> TaskInput:
         for index, artifact in enumerate(artifacts):
             if not isinstance(artifact, dict) or not isinstance(artifact.get("path"), str) or not artifact["path"]:
                 raise invalid(f"spec.input.artifacts[{index}].path", "required, a non-empty string.")
+    if kind == "chat":
+        message = params.get("message")
+        if not isinstance(message, str) or not message.strip():
+            raise invalid("spec.input.message", "required for kind 'chat', a non-blank string.")
+        if len(message) > MAX_CHAT_MESSAGE:
+            raise invalid("spec.input.message", f"at most {MAX_CHAT_MESSAGE} characters.")
+        if not isinstance(params.get("history", []), list):
+            raise invalid("spec.input.history", "must be a list.")
     if kind == "fail" and not isinstance(params.get("error", ""), str):
         raise invalid("spec.input.error", "must be a string.")
     if kind == "fail" and not isinstance(params.get("retryable", True), bool):
@@ -161,6 +172,8 @@ def run(task: TaskInput, request: ExecuteRequest, execution: Execution, emit: Em
         result = _hang(request, execution)
     elif task.kind == "sleep":
         result = _sleep(task, request, execution, emit)
+    elif task.kind == "chat":
+        result = _chat(task, emit)
     elif task.kind == "fail":
         message = task.params.get("error") or "The task failed as instructed (kind 'fail')."
         retryable = task.params.get("retryable", True)
@@ -232,3 +245,22 @@ def _sleep(task: TaskInput, request: ExecuteRequest, execution: Execution, emit:
         emit({**artifact, "type": "artifact"})
     emit({"type": "progress", "percent": 100, "phase": "done", "message": f"Slept {seconds:g} s."})
     return _produced(task, default_output={"slept_s": seconds}, rationale=f"Slept {seconds:g} s as asked.")
+
+
+def chat_reply(message: str, history: list[Any]) -> str:
+    """The reference worker's answer to a chat message: deterministic, so tests can expect it."""
+    words = len(message.split())
+    return (
+        f"Reference worker here. You said: {message.strip()} "
+        f"({words} word{'s' if words != 1 else ''}, {len(history)} earlier message{'s' if len(history) != 1 else ''})."
+    )
+
+
+def _chat(task: TaskInput, emit: Emit) -> dict[str, Any]:
+    """Streams the reply a word at a time as progress events (``message`` = the next words), then the result."""
+    reply = chat_reply(task.params["message"], task.params.get("history", []))
+    words = reply.split(" ")
+    for index, word in enumerate(words):
+        piece = word if index == 0 else " " + word
+        emit({"type": "progress", "percent": (index + 1) * 100 // len(words), "phase": "replying", "message": piece})
+    return completed_result(output=reply, rationale="Answered the chat message deterministically.")

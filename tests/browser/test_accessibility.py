@@ -6,6 +6,8 @@ where a stream is open), since a fragment htmx swaps in is part of what a person
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from playwright.sync_api import expect
 
@@ -13,7 +15,7 @@ from tests.browser.support import BROWSER_MARKS, assert_accessible
 
 pytestmark = BROWSER_MARKS
 
-PAGES = ("/", "/tasks/", "/tasks/new/", "/workers/", "/audit/", "/health/")
+PAGES = ("/", "/tasks/", "/tasks/new/", "/workers/", "/audit/", "/health/", "/chat/")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,16 @@ def settle(page) -> None:
 def test_every_page_has_no_serious_or_critical_violation(server, page_as, tasks, role):
     page = page_as(role)
     failures = []
-    paths = [*PAGES, *(f"/tasks/{task_id}/" for task_id in tasks.values())]
+    # A conversation of this user's, with a command and its reply in it.
+    start = page.goto("/chat/")
+    assert start.status == 200
+    page.get_by_role("button", name="Start a conversation").click()
+    expect(page.locator("[data-chat-status]")).to_have_attribute("data-state", "live")
+    page.get_by_role("textbox", name="Message").fill("help")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#chat-messages li.assistant")).to_have_count(1)
+    chat = urlsplit(page.url).path
+    paths = [*PAGES, *(f"/tasks/{task_id}/" for task_id in tasks.values()), chat]
     for path in paths:
         response = page.goto(path)
         # The new-task form is the operator's: a viewer gets the 403 page, which must be accessible too.

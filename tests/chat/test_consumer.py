@@ -63,6 +63,38 @@ async def send(ws, content: str, client_id: str | None = None) -> list[dict]:
     return [await frame(ws), await frame(ws), await frame(ws)]
 
 
+@pytest.fixture(autouse=True)
+def _local_delivery(monkeypatch):
+    """Deliver in this process: each test runs its own event loop, and django-eventstream's Redis
+    listener lives on the loop of the first listener of the process (under daphne there is one
+    loop for the process's life). Delivery through Redis across processes is tested in
+    test_watch_processes.py."""
+    from django_eventstream import eventstream
+
+    monkeypatch.setattr(eventstream, "redis_client", None)
+    yield
+    close_pool_connections()
+
+
+def close_pool_connections() -> None:
+    """Close the database connections the consumer's DB threads hold (one job per thread)."""
+    from django.db import connections
+
+    from metrics.stream import views
+
+    threads = len(views._db_pool._threads)
+    if not threads:
+        return
+    barrier = threading.Barrier(threads)
+
+    def close() -> None:
+        barrier.wait(timeout=10)  # every thread takes exactly one of these
+        connections.close_all()
+
+    for future in [views._db_pool.submit(close) for _ in range(threads)]:
+        future.result(timeout=15)
+
+
 @pytest.fixture
 def session(operator):
     return services.session_create(actor=operator, title="ops")

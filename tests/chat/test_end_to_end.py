@@ -138,3 +138,38 @@ def test_watch_reports_the_task_until_it_ends(server):
             if frame["type"] == "message" and frame["message"]["role"] == "system":
                 states.append(frame["message"]["metadata"]["to_state"])
     assert states[-1] == "completed"
+
+
+def test_free_text_goes_to_a_chat_worker_and_its_reply_streams_back(server):
+    from tasks.reference_worker.kinds import chat_reply
+    from tests.tasks.conftest import WORKER_TOKEN, reference_worker_process
+
+    with reference_worker_process() as worker:
+        admin = server.api("admin")
+        body = {"name": "chatty", "base_url": worker.url, "token": WORKER_TOKEN, "capabilities": ["chat"]}
+        r = admin.post(f"{server.url}/api/v1/workers", json=body, timeout=10)
+        assert r.status_code == 201, r.text
+        try:
+            session_id = start_session(server)
+            with open_socket(server, "operator", session_id) as ws:
+                receive(ws)
+                ws.send(json.dumps({"type": "message", "content": "hello there"}))
+                assert receive(ws)["type"] == "ack"
+                pieces, frame = [], receive(ws)
+                while frame["type"] == "event":
+                    assert frame["event"] == "reply_delta"
+                    assert frame["in_reply_to"] == 1
+                    pieces.append(frame["text"])
+                    frame = receive(ws)
+                assert frame["message"]["role"] == "user"
+                reply = receive(ws)["message"]
+            assert len(pieces) > 3  # it came in pieces, as they streamed
+            assert reply["role"] == "assistant"
+            assert reply["metadata"]["worker"] == "chatty"
+            assert reply["content"] == "".join(pieces) == chat_reply("hello there", [])
+            # The worker was asked once over the worker protocol, and it ran the work.
+            (call,) = [e for e in worker.log() if e.get("path") == "/execute"]
+            assert call["task_id"].startswith("chat-")
+            assert (call["outcome"], call["result_status"]) == ("executed", "completed")
+        finally:
+            admin.delete(f"{server.url}/api/v1/workers/chatty", timeout=10)

@@ -153,6 +153,20 @@ def test_sleep_streams_progress_lines_ending_in_exactly_one_result(reference_wor
     assert events[-1]["output"] == {"slept_s": 0.3}
 
 
+def test_chat_streams_its_deterministic_reply_in_pieces(reference_worker: RunningWorker) -> None:
+    from tasks.reference_worker.kinds import chat_reply
+
+    history = [{"role": "user", "content": "earlier"}]
+    with _execute(reference_worker, {"kind": "chat", "message": "how are you", "history": history}, stream=True) as r:
+        assert r.headers["Content-Type"] == NDJSON
+        events = _events(r)
+    pieces = [e["message"] for e in events if e["type"] == "progress"]
+    assert len(pieces) > 3
+    assert events[-1]["status"] == "completed"
+    assert "".join(pieces) == events[-1]["output"] == chat_reply("how are you", history)
+    assert "You said: how are you (3 words, 1 earlier message)" in events[-1]["output"]
+
+
 def test_sleep_emits_artifacts_it_is_given(reference_worker: RunningWorker) -> None:
     artifact = {"path": "report.html", "media_type": "text/html", "size_bytes": 10}
     with _execute(reference_worker, {"kind": "sleep", "seconds": 0.1, "artifacts": [artifact]}, stream=True) as r:
@@ -304,6 +318,10 @@ def test_without_a_configured_token_no_auth_is_needed(start_reference_worker: An
         ({"spec": {"input": {"kind": "sleep", "seconds": 1, "secs": 2}}}, "spec.input.secs"),
         ({"spec": {"input": {"kind": "sleep", "seconds": 1, "artifacts": [{}]}}}, "spec.input.artifacts[0].path"),
         ({"spec": {"input": {"kind": "fail", "retryable": "no"}}}, "spec.input.retryable"),
+        ({"spec": {"input": {"kind": "chat"}}}, "spec.input.message"),
+        ({"spec": {"input": {"kind": "chat", "message": "  "}}}, "spec.input.message"),
+        ({"spec": {"input": {"kind": "chat", "message": "hi", "history": {}}}}, "spec.input.history"),
+        ({"spec": {"input": {"kind": "chat", "message": "hi", "tone": "warm"}}}, "spec.input.tone"),
         ({"spec": {"input": {"faults": {"latency": 5}}}}, "spec.input.faults.latency"),
         ({"spec": {"input": {"faults": {"hang": 1}}}}, "spec.input.faults.hang"),
         ({"spec": {"input": {"faults": {"status_503_times": -1}}}}, "spec.input.faults.status_503_times"),
@@ -561,7 +579,7 @@ def test_capacity_refuses_the_extra_execution_with_429(start_reference_worker: A
         "active_tasks": 1,
         "capacity": 1,
         "protocol": 1,
-        "kinds": ["echo", "sleep", "fail"],
+        "kinds": ["echo", "sleep", "fail", "chat"],
     }
     assert refused.status_code == 429
     assert refused.json()["code"] == "at_capacity"
