@@ -2,7 +2,8 @@
 
 ``--sessions`` (500) sessions, each on its own connection, each sends ``--messages`` (20)
 messages, one at a time: the next is sent once the reply to the previous one arrived, after
-``--pause`` seconds (default 0: as fast as the server answers). Printed (never asserted; see
+``--pause`` seconds (default 0: as fast as the server answers; with a pause, each session
+starts at a random moment within the first pause, so the load is spread). Printed (never asserted; see
 docs/performance.md for what was measured):
 
 - the round trip of each message: send → its ``ack`` (stored), and send → the assistant's
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,9 @@ async def one_session(port: int, token: str, session_id: str, messages: int, pau
         json.loads(await ws.recv())  # history
         ready()
         await go.wait()
+        if pause:
+            # Sessions start spread over one pause, as people do, not all in the same instant.
+            await asyncio.sleep(random.uniform(0, pause))
         for i in range(messages):
             sent = time.perf_counter()
             await ws.send(json.dumps({"type": "message", "content": f"note {i} of {session_id[:8]}"}))

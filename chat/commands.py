@@ -210,9 +210,10 @@ def _flat(errors: Any) -> list[Any]:
     return [errors]
 
 
-def reply_to(*, actor: Any, posted: ChatMessage, on_delta: Callable[[str], None] | None = None) -> ChatMessage:
-    """Compute and store the assistant's reply to the user's message ``posted``."""
-    session = chat_services.session_get(actor=actor, session_id=posted.session_id)
+def reply_to(
+    *, actor: Any, session: ChatSession, posted: ChatMessage, on_delta: Callable[[str], None] | None = None
+) -> ChatMessage:
+    """Compute and store the assistant's reply to the user's message ``posted`` of ``session``."""
     answer = execute(actor=actor, session=session, text=posted.content, on_delta=on_delta)
     answer.metadata["in_reply_to"] = posted.seq
     return chat_services.message_append(

@@ -106,7 +106,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if session.status != SessionStatus.ACTIVE:
             await self._close(CLOSE_NOT_ACTIVE, f"The session is {session.status}.")
             return
-        self.session_id = session.pk
+        self.session, self.session_id = session, session.pk
         ok, after = self._after()
         if not ok:
             await self._close(CLOSE_BAD_REQUEST, "after must be a sequence number (0 or more).")
@@ -178,9 +178,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metadata = {"client_id": client_id} if client_id else {}
         try:
             posted = await in_db_thread(
-                lambda: services.message_post(
-                    actor=self.user, session_id=self.session_id, content=content, metadata=metadata
-                )
+                lambda: services.message_post(actor=self.user, session=self.session, content=content, metadata=metadata)
             )
         except (NotFound, PermissionDenied) as exc:
             await self._send({"type": "error", "code": exc.code, "detail": exc.message})
@@ -205,23 +203,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
         try:
-            last = (
-                await in_db_thread(lambda: commands.reply_to(actor=self.user, posted=posted, on_delta=on_delta))
-            ).seq
+            reply = await in_db_thread(
+                lambda: commands.reply_to(actor=self.user, session=self.session, posted=posted, on_delta=on_delta)
+            )
         finally:
             loop.call_soon_threadsafe(pieces.put_nowait, None)
             await relay
-        await self._flush()
+        await self._flush(known=[posted, reply])
         # Other connections of this session (other tabs, other processes) hear of both.
-        announce(self.session_id, last)
+        announce(self.session_id, reply.seq)
 
     async def _relay(self, pieces: asyncio.Queue, in_reply_to: int) -> None:
         while (piece := await pieces.get()) is not None:
             await self._send({"type": "event", "event": "reply_delta", "in_reply_to": in_reply_to, "text": piece})
 
-    async def _flush(self, *, as_history: bool = False) -> None:
-        """Send every message after the last one sent, in order, once."""
+    async def _flush(self, *, as_history: bool = False, known: list[ChatMessage] | None = None) -> None:
+        """Send every message after the last one sent, in order, once.
+
+        ``known``: messages this connection just wrote; when they are exactly the next ones
+        (nothing else was written in between), they are sent without reading them back.
+        """
         async with self.flush_lock:
+            if known and [m.seq for m in known] == list(range(self.sent + 1, self.sent + 1 + len(known))):
+                for m in known:
+                    await self._send({"type": "message", "message": message_data(m)})
+                self.sent = known[-1].seq
+                return
             while True:
                 after = self.sent
                 messages = await in_db_thread(_new_messages, self.session_id, after)

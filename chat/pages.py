@@ -67,6 +67,7 @@ def chat_send(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
 
     if len(content) > settings.CHAT_MAX_CONTENT:
         raise InvalidInput(fields={"content": [f"At most {settings.CHAT_MAX_CONTENT} characters."]})
-    posted = services.message_post(actor=request.user, session_id=session_id, content=content)
-    commands.reply_to(actor=request.user, posted=posted)
+    session = services.session_get(actor=request.user, session_id=session_id)
+    posted = services.message_post(actor=request.user, session=session, content=content)
+    commands.reply_to(actor=request.user, session=session, posted=posted)
     return redirect(f"/chat/{session_id}/#message-{posted.seq}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from chat.models import ChatMessage, ChatSession, MessageRole, SessionStatus
@@ -82,26 +83,49 @@ def session_close(*, actor: Any, session_id: Any) -> ChatSession:
 
 
 def message_append(
-    *, session_id: uuid.UUID, role: str, content: str, metadata: dict[str, Any] | None = None
+    *,
+    session_id: uuid.UUID,
+    role: str,
+    content: str,
+    metadata: dict[str, Any] | None = None,
+    only_if_active: bool = False,
 ) -> ChatMessage:
-    """Append one message under the session's row lock: the next sequence number, in commit order."""
+    """Append one message: the session's next sequence number, taken under its row lock, in commit order.
+
+    The counter moves first (an UPDATE, which locks the row until commit), so two writers of one
+    session queue there and their numbers follow their commits. ``only_if_active`` makes a
+    closed or expired session refuse the message (409) in the same statement.
+    """
+    now = timezone.now()
     with transaction.atomic():
-        session = ChatSession.objects.select_for_update().only("message_seq").get(pk=session_id)
-        seq = session.message_seq + 1
-        now = timezone.now()
-        message = ChatMessage.objects.create(
+        sessions = ChatSession.objects.filter(pk=session_id)
+        if only_if_active:
+            sessions = sessions.filter(status=SessionStatus.ACTIVE, expires_at__gt=now)
+        moved = sessions.update(message_seq=F("message_seq") + 1, last_message_at=now, expires_at=now + _ttl())
+        if not moved:
+            status = ChatSession.objects.filter(pk=session_id).values_list("status", flat=True).first()
+            if status is None:
+                raise NotFound("No such chat session.")
+            status = SessionStatus.EXPIRED if status == SessionStatus.ACTIVE else status
+            raise Conflict(f"The session is {status}.", code="session_not_active", status=status)
+        seq = ChatSession.objects.filter(pk=session_id).values_list("message_seq", flat=True).get()
+        return ChatMessage.objects.create(
             session_id=session_id, seq=seq, role=role, content=content, metadata=metadata or {}
         )
-        ChatSession.objects.filter(pk=session_id).update(message_seq=seq, last_message_at=now, expires_at=now + _ttl())
-    return message
 
 
-def message_post(*, actor: Any, session_id: Any, content: str, metadata: dict[str, Any] | None = None) -> ChatMessage:
-    """A user's message, persisted (its ack carries the returned message's ``seq``)."""
-    session = session_get(actor=actor, session_id=session_id)
-    if session.status != SessionStatus.ACTIVE:
-        raise Conflict(f"The session is {session.status}.", code="session_not_active", status=session.status)
-    return message_append(session_id=session.pk, role=MessageRole.USER, content=content, metadata=metadata)
+def message_post(
+    *, actor: Any, session: ChatSession, content: str, metadata: dict[str, Any] | None = None
+) -> ChatMessage:
+    """A user's message in ``session`` (from :func:`session_get`: may join), persisted; 409 unless active.
+
+    Its ack carries the returned message's ``seq``. The caller's right to read the session was
+    checked when it got it (a WebSocket connection: when it opened).
+    """
+    _user(actor, "chat")
+    return message_append(
+        session_id=session.pk, role=MessageRole.USER, content=content, metadata=metadata, only_if_active=True
+    )
 
 
 def history(*, session: ChatSession, after: int | None = None, before: int | None = None, limit: int = 100):

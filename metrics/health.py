@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -79,8 +82,71 @@ def check_channel_layer() -> dict[str, Any]:
     return _timed(probe)
 
 
+class EchoConsumer(AsyncWebsocketConsumer):
+    """The probe's WebSocket consumer: echoes a frame through a channel-layer group.
+
+    Not routed anywhere: :func:`check_websocket` drives it in-process, as daphne drives the
+    chat consumer (handshake, frames, the consumer's channel and a group on the layer).
+    """
+
+    async def connect(self) -> None:
+        self.group = f"health-{uuid.uuid4().hex}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.channel_layer.group_send(self.group, {"type": "health.echo", "text": text_data})
+
+    async def health_echo(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+
+async def _websocket_roundtrip() -> None:
+    from channels.testing import WebsocketCommunicator
+
+    communicator = WebsocketCommunicator(EchoConsumer.as_asgi(), "/health/ws")
+    try:
+        connected, _ = await communicator.connect(timeout=LAYER_TIMEOUT_S)
+        if not connected:
+            raise RuntimeError("the WebSocket handshake was refused")
+        token = uuid.uuid4().hex
+        await communicator.send_to(text_data=token)
+        try:
+            echoed = await communicator.receive_from(timeout=LAYER_TIMEOUT_S)
+        except (TimeoutError, asyncio.CancelledError):
+            raise TimeoutError(f"no echo within {LAYER_TIMEOUT_S} s") from None
+        if echoed != token:
+            raise RuntimeError("the WebSocket echoed a different frame")
+    finally:
+        # Tearing a stuck consumer down cancels it; that is the probe's business, not the caller's.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await communicator.disconnect(timeout=LAYER_TIMEOUT_S)
+
+
+def check_websocket() -> dict[str, Any]:
+    """A real round trip of a WebSocket frame: handshake, a consumer, a channel-layer group, the echo."""
+    if get_channel_layer() is None:
+        return {"status": NOT_CONFIGURED}
+
+    def probe() -> dict[str, Any]:
+        # On a thread and loop of its own: Channels' consumer machinery closes "old" database
+        # connections of the thread it calls back into, which must not be this request's.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-websocket") as pool:
+            pool.submit(asyncio.run, _websocket_roundtrip()).result(timeout=LAYER_TIMEOUT_S * 4)
+        return {}
+
+    return _timed(probe)
+
+
 def system_health() -> dict[str, Any]:
-    components = {"database": check_database(), "channel_layer": check_channel_layer()}
+    components = {
+        "database": check_database(),
+        "channel_layer": check_channel_layer(),
+        "websocket": check_websocket(),
+    }
     if components["database"]["status"] == HEALTHY:
         components["dispatcher"] = _from_database(fleet.dispatchers_summary)
         components["workers"] = _from_database(fleet.workers_summary)

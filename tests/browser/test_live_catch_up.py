@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
 from tests.browser.proxy import Relay
-from tests.browser.support import BROWSER_MARKS
+from tests.browser.support import BROWSER_MARKS, wait_until
 
 pytestmark = BROWSER_MARKS
 
@@ -63,6 +63,8 @@ def test_the_tasks_page_shows_a_task_that_ran_while_its_connection_was_cut(serve
         expect(page.get_by_role("row").filter(has_text="Ran while the dashboard was connected")).to_contain_text(
             "completed"
         )
+        # The row may show "completed" (read from the database) a moment before its event arrives.
+        wait_until(lambda: len(received_for(page, earlier["id"])) >= 3, what="the three transitions of the task")
         assert [e["to_state"] for e in received_for(page, earlier["id"])] == ["queued", "running", "completed"]
 
     relay.cut()

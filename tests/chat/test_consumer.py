@@ -252,3 +252,19 @@ async def test_a_watched_tasks_change_arrives_as_a_system_message(operator, sess
     assert "queued → running" in arrived["message"]["content"]
     assert arrived["message"]["seq"] == 3
     await ws.disconnect()
+
+
+@async_test
+async def test_a_session_closed_while_connected_refuses_new_messages_with_an_error_frame(operator, session):
+    ws = await connect(operator, session.pk)
+    await frame(ws)
+    await sync_to_async(services.session_close)(actor=operator, session_id=session.pk)
+    await ws.send_to(text_data=json.dumps({"type": "message", "content": "anyone?"}))
+    error = await frame(ws)
+    assert error["type"] == "error"
+    assert error["code"] == "session_not_active"
+    assert "closed" in error["detail"]
+    await ws.send_to(text_data='{"type": "heartbeat"}')
+    assert (await frame(ws))["type"] == "heartbeat"
+    assert await sync_to_async(ChatMessage.objects.filter(session=session).count)() == 0
+    await ws.disconnect()

@@ -77,7 +77,7 @@ def test_it_rejects_other_methods_on_liveness(client, method):
 def test_it_reports_every_component(viewer_client):
     fleet.dispatcher_heartbeat(dispatcher_id="d1", concurrency=8, inflight=2)
     r = viewer_client.get("/api/health")
-    assert r.status_code == 200
+    assert r.status_code == 200, r.json()
     body = r.json()
     assert body["status"] == "healthy"
     assert body["version"] == settings.APP_VERSION
@@ -85,7 +85,7 @@ def test_it_reports_every_component(viewer_client):
     assert body["uptime_s"] >= 0
 
     components = body["components"]
-    assert set(components) == {"database", "channel_layer", "dispatcher", "workers", "keystore"}
+    assert set(components) == {"database", "channel_layer", "websocket", "dispatcher", "workers", "keystore"}
 
     database = components["database"]
     assert database["status"] == "healthy"
@@ -219,3 +219,24 @@ def test_it_rejects_a_user_without_a_role_for_health(nobody_client):
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
 def test_it_rejects_other_methods_on_health(viewer_client, method):
     assert getattr(viewer_client, method)("/api/health").status_code == 405
+
+
+@pytest.mark.django_db
+def test_the_websocket_component_is_a_real_round_trip(viewer_client):
+    websocket = viewer_client.get("/api/health").json()["components"]["websocket"]
+    assert websocket["status"] == "healthy"
+    assert websocket["latency_ms"] >= 0
+
+
+@pytest.mark.django_db
+def test_a_websocket_round_trip_that_fails_is_unhealthy(viewer_client, monkeypatch):
+    async def no_echo(self, event):
+        return None  # the frame never comes back
+
+    monkeypatch.setattr(health, "LAYER_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(health.EchoConsumer, "health_echo", no_echo)
+    r = viewer_client.get("/api/health")
+    assert r.status_code == 503
+    websocket = r.json()["components"]["websocket"]
+    assert websocket["status"] == "unhealthy"
+    assert websocket["error"]

@@ -46,7 +46,7 @@ def test_a_viewer_reads_every_component_in_a_table(client, viewer):
     assert r.status_code == 200
     html = r.content.decode()
     rows = texts_by(html, "data-component")
-    assert set(rows) == {"database", "channel_layer", "dispatcher", "workers", "keystore"}
+    assert set(rows) == {"database", "channel_layer", "websocket", "dispatcher", "workers", "keystore"}
     assert rows["database"].startswith("Database healthy")
     assert " ms " in rows["database"]  # its measured latency
     assert "vendor: " in rows["database"]
@@ -109,6 +109,7 @@ def test_the_summary_fragment_has_one_badge_a_component(client, viewer):
         "overall",
         "database",
         "channel_layer",
+        "websocket",
         "dispatcher",
         "workers",
         "keystore",

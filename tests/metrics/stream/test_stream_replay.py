@@ -54,7 +54,13 @@ def test_a_task_stream_replays_the_timeline_after_the_last_seq(quiet_server) -> 
 
 
 def test_a_new_client_starts_at_the_present(quiet_server) -> None:
-    quiet_server.create_task("before the client")
+    # Publication follows the commit on the publisher's thread: wait until "before" is on the
+    # stream (a first client hears it), so that it is in the past when the second one opens.
+    earlier = open_stream(quiet_server, "/api/v1/tasks/stream")
+    before = quiet_server.create_task("before the client")
+    (heard,) = earlier.take(1, kind="task")
+    earlier.close()
+    assert json.loads(heard.data)["task_id"] == before["id"]
     stream = open_stream(quiet_server, "/api/v1/tasks/stream")
     task = quiet_server.create_task("after the client")
     (event,) = stream.take(1, kind="task")
