@@ -9,12 +9,11 @@ admin may join it too. A session without a message for ``CHAT_SESSION_TTL_S`` ex
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chat.models import ChatMessage, ChatSession, MessageRole, SessionStatus
@@ -98,20 +97,42 @@ def message_append(
     """
     now = timezone.now()
     with transaction.atomic():
-        sessions = ChatSession.objects.filter(pk=session_id)
-        if only_if_active:
-            sessions = sessions.filter(status=SessionStatus.ACTIVE, expires_at__gt=now)
-        moved = sessions.update(message_seq=F("message_seq") + 1, last_message_at=now, expires_at=now + _ttl())
-        if not moved:
+        seq = _next_seq(session_id, now, only_if_active)
+        if seq is None:
             status = ChatSession.objects.filter(pk=session_id).values_list("status", flat=True).first()
             if status is None:
                 raise NotFound("No such chat session.")
             status = SessionStatus.EXPIRED if status == SessionStatus.ACTIVE else status
             raise Conflict(f"The session is {status}.", code="session_not_active", status=status)
-        seq = ChatSession.objects.filter(pk=session_id).values_list("message_seq", flat=True).get()
         return ChatMessage.objects.create(
             session_id=session_id, seq=seq, role=role, content=content, metadata=metadata or {}
         )
+
+
+def _next_seq(session_id: uuid.UUID, now: datetime, only_if_active: bool) -> int | None:
+    """Move the session's counter and read it in one statement (``UPDATE ... RETURNING``).
+
+    The one raw statement of the chat: it is the hot path of every message, and the ORM's
+    update cannot return the new value (SQLite 3.35+ and PostgreSQL both have RETURNING).
+    """
+    ops = connection.ops
+    field = ChatSession._meta.pk
+    sql = (
+        f"UPDATE {ops.quote_name(ChatSession._meta.db_table)} "  # noqa: S608 - the model's own table; values bound
+        "SET message_seq = message_seq + 1, last_message_at = %s, expires_at = %s WHERE id = %s"
+    )
+    params = [
+        ops.adapt_datetimefield_value(now),
+        ops.adapt_datetimefield_value(now + _ttl()),
+        field.get_db_prep_value(session_id, connection),
+    ]
+    if only_if_active:
+        sql += " AND status = %s AND expires_at > %s"
+        params += [SessionStatus.ACTIVE.value, ops.adapt_datetimefield_value(now)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " RETURNING message_seq", params)
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def message_post(
