@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
 from chat import commands, services
-from chat.protocol import CLIENT_ID_MAX
+from chat.protocol import CLIENT_ID_MAX, storable
 from config.errors import InvalidInput
 from security.pages import page
 
@@ -67,6 +67,8 @@ def chat_send(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
 
     if len(content) > settings.CHAT_MAX_CONTENT:
         raise InvalidInput(fields={"content": [f"At most {settings.CHAT_MAX_CONTENT} characters."]})
+    if not storable(content):
+        raise InvalidInput(fields={"content": ["A NUL character cannot be stored."]})
     session = services.session_get(actor=request.user, session_id=session_id)
     posted = services.message_post(actor=request.user, session=session, content=content)
     commands.reply_to(actor=request.user, session=session, posted=posted)

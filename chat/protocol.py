@@ -55,8 +55,10 @@ def parse(text: str | None, data: bytes | None) -> dict[str, Any]:
         raise ProtocolError("frame_too_large", f"A frame may have at most {settings.CHAT_MAX_FRAME_BYTES} bytes.")
     try:
         frame = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ProtocolError("invalid_json", f"Not JSON: {exc.msg} at position {exc.pos}.") from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting too deep
+        raise ProtocolError("invalid_json", f"Not JSON this server reads: {str(exc)[:100]}.") from None
     if not isinstance(frame, dict):
         raise ProtocolError("invalid_frame", "A frame is a JSON object with a type.")
     kind = frame.get("type")
@@ -78,6 +80,9 @@ def parse(text: str | None, data: bytes | None) -> dict[str, Any]:
                 raise ProtocolError(
                     "wrong_type", f"{name} must be a {expected.__name__ if expected is not str else 'string'}.", name
                 )
+    for name in ("content", "client_id"):
+        if isinstance(frame.get(name), str) and not storable(frame[name]):
+            raise ProtocolError("invalid_value", f"{name} has a NUL character or a lone surrogate.", name)
     if kind == "message":
         content = frame["content"]
         if not content.strip():
@@ -94,6 +99,17 @@ def parse(text: str | None, data: bytes | None) -> dict[str, Any]:
         if not 1 <= frame.get("limit", 1) <= HISTORY_LIMIT:
             raise ProtocolError("invalid_value", f"limit must be from 1 to {HISTORY_LIMIT}.", "limit")
     return frame
+
+
+def storable(text: str) -> bool:
+    """Text every database and the UTF-8 frames can hold: no NUL, no lone surrogate (JSON allows both)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def message_data(message: ChatMessage) -> dict[str, Any]:

@@ -41,6 +41,8 @@ def session_create(*, actor: Any, title: str = "") -> ChatSession:
     if not isinstance(title, str):
         raise InvalidInput(fields={"title": ["Must be a string."]})
     title = title.strip()
+    if "\x00" in title:
+        raise InvalidInput(fields={"title": ["Null characters are not allowed."]})
     if len(title) > TITLE_MAX:
         raise InvalidInput(fields={"title": [f"Ensure this field has no more than {TITLE_MAX} characters."]})
     return ChatSession.objects.create(owner=user, title=title, expires_at=timezone.now() + _ttl())

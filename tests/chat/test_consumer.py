@@ -187,6 +187,11 @@ async def test_a_foreign_origin_is_refused_even_with_a_token(operator, session):
         ('{"type": "history", "after": -1}', "invalid_value", "after"),
         ('{"type": "history", "limit": true}', "wrong_type", "limit"),
         ('{"type": "message", "content": "' + "x" * 20_000 + '"}', "frame_too_large", None),
+        ("[" * 5000 + "]" * 5000, "invalid_json", None),
+        ('{"type": "history", "after": ' + "9" * 5000 + "}", "invalid_json", None),
+        ('{"type": "message", "content": "a\\u0000b"}', "invalid_value", "content"),
+        ('{"type": "message", "content": "\\ud800"}', "invalid_value", "content"),
+        ('{"type": "message", "content": "hi", "client_id": "\\udfff"}', "invalid_value", "client_id"),
     ],
 )
 @async_test

@@ -93,3 +93,16 @@ def test_a_closed_conversation_shows_no_form_and_refuses_a_post(operator):
     assert 'id="chat-form"' not in body
     assert "This conversation is closed." in body
     assert page.post(f"/chat/{session.pk}/send/", {"content": "help"}).status_code == 409
+
+
+def test_a_nul_character_is_refused_with_a_400_and_nothing_is_stored(operator):
+    session = services.session_create(actor=operator)
+    r = signed_in(operator).post(f"/chat/{session.pk}/send/", {"content": "a\x00b"})
+    assert r.status_code == 400
+    assert session.messages.count() == 0
+
+
+def test_a_title_with_a_nul_character_is_a_400(viewer):
+    r = signed_in(viewer).post("/chat/new/", {"title": "a\x00b"})
+    assert r.status_code == 400
+    assert not ChatSession.objects.exists()
