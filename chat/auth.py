@@ -1,8 +1,8 @@
 """Who is on a chat WebSocket: a token (``Authorization: Token <key>``) or the session cookie.
 
 Browsers send the cookie by themselves, to any site that opens a socket to us, so a
-connection that relies on it must come from one of our origins (``Origin`` whose host is
-in ``ALLOWED_HOSTS``, or one of ``CSRF_TRUSTED_ORIGINS``); a token is never sent by a
+connection that relies on it must come from our own origin (``Origin`` naming the host and
+port the socket was opened to, or one of ``CSRF_TRUSTED_ORIGINS``); a token is never sent by a
 browser on its own, so a client with one may come from anywhere (scripts send no Origin).
 Any ``Origin`` that is present must be ours, whichever way the client authenticates.
 The verdict is left in ``scope["chat_refusal"]`` for the consumer to close with its code.
@@ -23,14 +23,21 @@ from rest_framework.authtoken.models import Token
 DEV_HOSTS = ["localhost", "127.0.0.1", "[::1]", ".localhost"]
 
 
-def origin_allowed(origin: str) -> bool:
+def origin_allowed(origin: str, host_header: str | None) -> bool:
+    """Our own origin: one of ``CSRF_TRUSTED_ORIGINS``, or the very host and port the socket was
+    opened to (its ``Host`` header, itself one of ``ALLOWED_HOSTS``), as Django's CSRF check
+    judges a form's origin. ``ALLOWED_HOSTS`` wildcards (``*``, ``.example.com``) never admit
+    another site: the origin must name this host."""
     if origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", []):
         return True
-    host = urlsplit(origin).hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not host_header:
+        return False
+    if parts.netloc.lower() != host_header.lower():
+        return False
+    hostname = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
     allowed = list(settings.ALLOWED_HOSTS) or (DEV_HOSTS if settings.DEBUG else [])
-    return bool(host) and validate_host(host, allowed)
+    return validate_host(hostname.lower(), allowed)
 
 
 @database_sync_to_async
@@ -52,7 +59,7 @@ class ChatAuth:
         headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope.get("headers", [])}
         origin = headers.get("origin")
         scope = dict(scope)
-        if origin is not None and not origin_allowed(origin):
+        if origin is not None and not origin_allowed(origin, headers.get("host")):
             scope["user"], scope["chat_refusal"] = AnonymousUser(), ("origin", f"Origin {origin[:80]} is not allowed.")
             return await self.app(scope, receive, send)
         authorization = headers.get("authorization", "")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -46,6 +48,8 @@ from chat.watch import announce, session_channel
 from config.errors import NotFound, PermissionDenied
 from metrics.stream.views import in_db_thread
 
+logger = logging.getLogger("agency.chat")
+AFTER = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes superscripts and other scripts
 # Messages sent on connect when the client names no ``after``.
 LATEST_PAGE = 50
 
@@ -133,18 +137,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
         raw = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("after")
         if raw is None:
             return True, None
-        if len(raw) != 1 or not raw[0].isdigit() or len(raw[0]) > 18:
+        if len(raw) != 1 or not AFTER.fullmatch(raw[0]):
             return False, None
         return True, int(raw[0])
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()  # also when a handler raised and disconnect() never ran
+
     async def disconnect(self, code: int) -> None:
-        for task in self.tasks:
+        self._release()
+
+    def _release(self) -> None:
+        for task in getattr(self, "tasks", []):
             task.cancel()
-        if self.listener is not None:
+        if getattr(self, "listener", None) is not None:
             get_listener_manager().remove_listener(self.listener)
             self.listener = None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            await self._receive(text_data, bytes_data)
+        except Exception:
+            # A bug must not end the connection silently: say so, log it, keep the socket.
+            logger.exception("chat frame failed on session %s", getattr(self, "session_id", "?"))
+            await self._send({"type": "error", "code": "server_error", "detail": "The frame could not be handled."})
+
+    async def _receive(self, text_data: str | None, bytes_data: bytes | None) -> None:
         wait = self.bucket.take()
         if wait:
             await self._send(
@@ -266,7 +287,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "heartbeat", "at": timezone.now().isoformat()})
 
     async def _send(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+        # ASCII escapes: a lone surrogate echoed from a client's frame still encodes.
+        await self.send(text_data=json.dumps(frame))
 
     async def _close(self, code: int, detail: str) -> None:
         await self._send({"type": "error", "code": "closed", "close_code": code, "detail": detail})

@@ -70,7 +70,8 @@ def parse(text: str | None, data: bytes | None) -> dict[str, Any]:
         raise ProtocolError("unknown_type", f"Unknown type {kind[:40]!r}; one of {', '.join(CLIENT_TYPES)}.", "type")
     fields = CLIENT_TYPES[kind]
     for name in sorted(set(frame) - set(fields) - {"type"}):
-        raise ProtocolError("unknown_field", f"A {kind} frame has no field {name[:40]!r}.", name[:40])
+        shown = name[:40] if storable(name) else repr(name[:40])
+        raise ProtocolError("unknown_field", f"A {kind} frame has no field {shown!r}.", shown)
     for name in sorted(REQUIRED.get(kind, set()) - set(frame)):
         raise ProtocolError("missing_field", f"The field {name} is required in a {kind} frame.", name)
     for name, expected in fields.items():

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chat.models import ChatMessage, ChatSession, MessageRole, SessionStatus
+from chat.models import ChatMessage, ChatSession, ChatWatch, MessageRole, SessionStatus
 from config.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from security import roles
 from security.principals import require
@@ -79,6 +79,7 @@ def session_close(*, actor: Any, session_id: Any) -> ChatSession:
     if session.status != SessionStatus.ACTIVE:
         raise Conflict(f"The session is {session.status}.", code="session_not_active", status=session.status)
     ChatSession.objects.filter(pk=session.pk).update(status=SessionStatus.CLOSED)
+    ChatWatch.objects.filter(session=session).delete()
     session.status = SessionStatus.CLOSED
     return session
 

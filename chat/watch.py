@@ -16,6 +16,7 @@ from django_eventstream.event import Event
 
 from chat import services
 from chat.models import ChatWatch, MessageRole
+from config.errors import Conflict, NotFound
 from metrics.stream.publish import Batch, Publisher, deliver
 from tasks.states import TERMINAL_STATES
 
@@ -55,9 +56,17 @@ def process(batch: Batch) -> None:
             if change.to_state in TERMINAL_STATES:
                 text += " It has ended; no longer watching."
                 ended.add(watch.pk)
-            message = services.message_append(
-                session_id=watch.session_id, role=MessageRole.SYSTEM, content=text, metadata=metadata
-            )
+            try:
+                message = services.message_append(
+                    session_id=watch.session_id,
+                    role=MessageRole.SYSTEM,
+                    content=text,
+                    metadata=metadata,
+                    only_if_active=True,
+                )
+            except (Conflict, NotFound):
+                ended.add(watch.pk)  # the session closed or expired: nobody is listening
+                continue
             events.append(Event(session_channel(watch.session_id), NEW_MESSAGE, "", id=message.seq))
     ChatWatch.objects.filter(pk__in=ended).delete()
     deliver(events)

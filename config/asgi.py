@@ -14,6 +14,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs apps loaded)
+from channels.security.websocket import WebsocketDenier  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from chat.auth import ChatAuth  # noqa: E402
@@ -31,6 +32,15 @@ application = ProtocolTypeRouter(
                 re_path(r"", django_asgi_app),
             ]
         ),
-        "websocket": ChatAuth(URLRouter([path("api/v1/chat/ws/<uuid:session_id>", ChatConsumer.as_asgi())])),
+        "websocket": ChatAuth(
+            URLRouter(
+                [
+                    # Any id: a malformed one is closed with 4404 like an unknown one.
+                    path("api/v1/chat/ws/<str:session_id>", ChatConsumer.as_asgi()),
+                    # Anything else: the handshake is refused (403), not a routing error.
+                    re_path(r"", WebsocketDenier.as_asgi()),
+                ]
+            )
+        ),
     }
 )

@@ -131,3 +131,14 @@ def test_watch_turns_the_tasks_changes_into_system_messages_until_it_ends(operat
     # An unwatched task's changes write nothing.
     process([([TaskChanged(str(task.pk), 4, "completed", "queued", "retry")], [])])
     assert session.messages.count() == 2
+
+
+def test_watch_stops_writing_once_the_session_is_closed(operator, session, make_task):
+    task = make_task()
+    say(operator, session, f"watch {task.pk}")
+    services.session_close(actor=operator, session_id=session.pk)
+    assert not ChatWatch.objects.exists()  # closing drops the session's watches
+    ChatWatch.objects.create(session=session, task=task)  # as if a watch had been left behind
+    process([([TaskChanged(str(task.pk), 2, "queued", "running", "claim")], [])])
+    assert session.messages.count() == 0
+    assert not ChatWatch.objects.exists()

@@ -273,3 +273,31 @@ async def test_a_session_closed_while_connected_refuses_new_messages_with_an_err
     assert (await frame(ws))["type"] == "heartbeat"
     assert await sync_to_async(ChatMessage.objects.filter(session=session).count)() == 0
     await ws.disconnect()
+
+
+@async_test
+async def test_a_malformed_session_id_is_closed_4404_and_another_path_refused_at_the_handshake(operator):
+    ws = await connect(operator, "not-a-uuid")
+    assert (await closed_with(ws))[1] == 4404
+    headers = await sync_to_async(token_header)(operator)
+    other = WebsocketCommunicator(application, "/api/v1/elsewhere", headers=headers)
+    connected, _ = await other.connect(timeout=5)
+    assert not connected
+
+
+@async_test
+async def test_an_after_of_non_ascii_digits_is_closed_4400(operator, session):
+    ws = await connect(operator, session.pk, "after=%C2%B2")
+    assert (await closed_with(ws))[1] == 4400
+
+
+@async_test
+async def test_a_field_name_with_a_lone_surrogate_gets_an_error_frame_and_the_socket_lives(operator, session):
+    ws = await connect(operator, session.pk)
+    await frame(ws)
+    await ws.send_to(text_data='{"type": "heartbeat", "\\ud800": 1}')
+    error = await frame(ws)
+    assert error["code"] == "unknown_field"
+    await ws.send_to(text_data='{"type": "heartbeat"}')
+    assert (await frame(ws))["type"] == "heartbeat"
+    await ws.disconnect()
