@@ -23,6 +23,7 @@ import logging
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -50,6 +51,11 @@ from metrics.stream.views import in_db_thread
 
 logger = logging.getLogger("agency.chat")
 AFTER = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes superscripts and other scripts
+# Replies run here, not on the streams' four database threads: a reply may wait on a chat
+# worker for up to CHAT_WORKER_TIMEOUT_S, and a few slow ones must not stall every connection
+# (and SSE stream) of the process.
+REPLY_THREADS = 16
+_reply_pool = ThreadPoolExecutor(max_workers=REPLY_THREADS, thread_name_prefix="agency-chat-reply")
 # Messages sent on connect when the client names no ``after``.
 LATEST_PAGE = 50
 
@@ -225,7 +231,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
         try:
             reply = await in_db_thread(
-                lambda: commands.reply_to(actor=self.user, session=self.session, posted=posted, on_delta=on_delta)
+                lambda: commands.reply_to(actor=self.user, session=self.session, posted=posted, on_delta=on_delta),
+                pool=_reply_pool,
             )
         finally:
             loop.call_soon_threadsafe(pieces.put_nowait, None)

@@ -63,8 +63,8 @@ STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cach
 _db_pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="agency-stream-db")
 
 
-async def in_db_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn`` on the streams' database threads (each keeps its connection between calls)."""
+async def in_db_thread(fn: Callable[..., Any], *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
+    """Run ``fn`` on the streams' database threads, or on ``pool`` (each keeps its connection between calls)."""
 
     def call() -> Any:
         try:
@@ -74,7 +74,7 @@ async def in_db_thread(fn: Callable[..., Any], *args: Any) -> Any:
                 conn.close()  # a broken connection is not reused by the next call
             raise
 
-    return await asyncio.get_running_loop().run_in_executor(_db_pool, call)
+    return await asyncio.get_running_loop().run_in_executor(pool or _db_pool, call)
 
 
 class Refused(Exception):

@@ -77,22 +77,24 @@ def _local_delivery(monkeypatch):
 
 
 def close_pool_connections() -> None:
-    """Close the database connections the consumer's DB threads hold (one job per thread)."""
+    """Close the database connections the consumer's threads hold (one job per thread of each pool)."""
     from django.db import connections
 
+    from chat import consumers
     from metrics.stream import views
 
-    threads = len(views._db_pool._threads)
-    if not threads:
-        return
-    barrier = threading.Barrier(threads)
+    for pool in (views._db_pool, consumers._reply_pool):
+        threads = len(pool._threads)
+        if not threads:
+            continue
+        barrier = threading.Barrier(threads)
 
-    def close() -> None:
-        barrier.wait(timeout=10)  # every thread takes exactly one of these
-        connections.close_all()
+        def close(barrier: threading.Barrier = barrier) -> None:
+            barrier.wait(timeout=10)  # every thread takes exactly one of these
+            connections.close_all()
 
-    for future in [views._db_pool.submit(close) for _ in range(threads)]:
-        future.result(timeout=15)
+        for future in [pool.submit(close) for _ in range(threads)]:
+            future.result(timeout=15)
 
 
 @pytest.fixture
