@@ -25,14 +25,13 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
-from sse import USERS, free_port, pct, rss_kib
+from sse import manage, pct, rss_kib, start_server
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,37 +134,9 @@ def main() -> None:
         "CHAT_RATE_BURST": str(max(20, args.messages)),
     }
 
-    def manage(*a: str) -> str:
-        return subprocess.run(
-            [PYTHON, "manage.py", *a], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-        ).stdout
-
-    manage("migrate", "--noinput")
-    token = next(
-        line.split()[1]
-        for line in manage("shell", "--no-imports", "-c", USERS).splitlines()
-        if line.startswith("TOKEN")
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        [PYTHON, "manage.py", "serve", "--port", str(port), "--no-dispatcher", "--no-worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, token, port = start_server(env, "--no-dispatcher", "--no-worker")
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
         api = requests.Session()
         api.headers["Authorization"] = f"Token {token}"
         sessions = [
@@ -175,7 +146,7 @@ def main() -> None:
         print(f"server: manage.py serve (daphne, one process, SQLite), pid {server.pid}; {len(sessions)} sessions")
         asyncio.run(run_sessions(port, token, sessions, args.messages, args.pause, server.pid))
         counts = next(
-            line for line in manage("shell", "--no-imports", "-c", COUNT).splitlines() if line.startswith("COUNTS")
+            line for line in manage(env, "shell", "--no-imports", "-c", COUNT).splitlines() if line.startswith("COUNTS")
         )
         pairs = [tuple(map(int, p.split(","))) for p in counts.split()[1].split(";")]
         expected = 2 * args.messages

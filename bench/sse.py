@@ -59,6 +59,44 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def manage(env: dict[str, str], *args: str) -> str:
+    """``manage.py <args>`` in ``env``; its standard output."""
+    return subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def start_server(env: dict[str, str], *serve_args: str) -> tuple[subprocess.Popen, str, int]:
+    """Migrate, make the bench superuser, start ``manage.py serve`` on a free port, wait for /healthz.
+
+    Returns (the server process, the user's token, the port). Also used by bench/chat.py.
+    """
+    import requests
+
+    manage(env, "migrate", "--noinput")
+    out = manage(env, "shell", "--no-imports", "-c", USERS)
+    token = next(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN"))
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, "manage.py", "serve", "--port", str(port), *serve_args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                return server, token, port
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.terminate()
+            raise RuntimeError("server did not start")
+        time.sleep(0.2)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -298,36 +336,11 @@ def main() -> None:
     }
 
     def run(*a: str) -> str:
-        return subprocess.run(
-            [PYTHON, "manage.py", *a], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-        ).stdout
+        return manage(env, *a)
 
-    run("migrate", "--noinput")
-    token = next(
-        line.split()[1] for line in run("shell", "--no-imports", "-c", USERS).splitlines() if line.startswith("TOKEN")
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        [PYTHON, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, token, port = start_server(env)
     base = f"http://127.0.0.1:{port}"
     try:
-        import requests
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
         print(f"server: manage.py serve (daphne, one process, SQLite), pid {server.pid}; KPI snapshot every 1 s")
         asyncio.run(fan_out(port, token, args.clients, args.snapshots, server.pid))
         # Enough stored snapshots to be --behind: wait for the keeper (one a second).
