@@ -135,9 +135,19 @@ def stop_server(server: Server) -> None:
     if url and server.env.get("DATABASE_URL") != url:
         import psycopg
 
+        # Not WITH (FORCE): a non-superuser may not terminate an autovacuum worker that
+        # happens to be in the new database, and FORCE then fails outright; the plain DROP
+        # stops autovacuum itself. The server has exited, so nothing else should be left.
         name = server.env["DATABASE_URL"].rsplit("/", 1)[1]
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for attempt in range(10):
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                    break
+                except psycopg.errors.ObjectInUse:
+                    if attempt == 9:
+                        raise
+                    time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
