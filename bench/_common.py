@@ -37,6 +37,14 @@ if str(ROOT) not in sys.path:
 PYTHON = sys.executable
 BENCH_SECRET_KEY = "bench-dispatch-" + "k" * 50  # a throwaway key for throwaway databases
 WORKER_TOKEN = "bench-worker-token"  # noqa: S105 - the reference worker's token on loopback
+# DEBUG off is production, which redirects plain HTTP to HTTPS, sends cookies over HTTPS only
+# and calls no worker on loopback; a benchmark serves plain HTTP on 127.0.0.1 with its workers there.
+LOCAL_PRODUCTION = {
+    "SECURE_SSL_REDIRECT": "false",
+    "SESSION_COOKIE_SECURE": "false",
+    "CSRF_COOKIE_SECURE": "false",
+    "EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8",
+}
 WORKER_NAME = "bench-ref"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -59,6 +67,7 @@ def base_env(**extra: str | None) -> dict[str, str]:
         SECRET_KEY=BENCH_SECRET_KEY,
         ALLOWED_HOSTS="127.0.0.1,localhost",
         PYTHONUNBUFFERED="1",
+        **LOCAL_PRODUCTION,
     )
     for name, value in extra.items():
         if value is None:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import requests
+from _common import LOCAL_PRODUCTION  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -152,6 +153,7 @@ def main() -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["DEBUG"] = "false"
+    os.environ.update(LOCAL_PRODUCTION)
     os.environ.setdefault("SECRET_KEY", "bench-" + "x" * 50)
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
     import django

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import LOCAL_PRODUCTION  # bench/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -47,6 +49,7 @@ def child_env(backend: str, sqlite_path: Path) -> dict[str, str]:
         SECRET_KEY="bench-audit-" + "k" * 50,
         ALLOWED_HOSTS="testserver,localhost",
         DB_POOL_MAX_SIZE="8",
+        **LOCAL_PRODUCTION,
     )
     if backend == "postgres":
         env["DATABASE_URL"] = postgres_url()

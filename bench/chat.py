@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import requests
+from _common import LOCAL_PRODUCTION
 from sse import manage, pct, rss_kib, start_server
 from websockets.asyncio.client import connect
 
@@ -127,6 +128,7 @@ def main() -> None:
     env |= {
         "DATA_DIR": str(data_dir),
         "DEBUG": "false",
+        **LOCAL_PRODUCTION,
         "SECRET_KEY": "bench-chat-" + "k" * 50,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",

@@ -36,6 +36,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from _common import LOCAL_PRODUCTION  # bench/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 USERS = """
@@ -329,6 +331,7 @@ def main() -> None:
     env |= {
         "DATA_DIR": str(data_dir),
         "DEBUG": "false",
+        **LOCAL_PRODUCTION,
         "SECRET_KEY": "bench-sse-" + "k" * 50,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",

@@ -9,7 +9,9 @@ channels-redis. Every variable is documented in ``.env.example``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -27,6 +29,10 @@ DATA_DIR = Path(env.str("DATA_DIR", default="") or BASE_DIR / "var").resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=True)
+# The embedded default is a developer's machine: DEBUG on. Only there may the system create
+# its own development keys under DATA_DIR and call workers on loopback without being told to;
+# production (DEBUG off, see docs/security.md) names its keystore and its allowed hosts.
+EMBEDDED = DEBUG
 
 
 def _dev_secret_key() -> str:
@@ -50,8 +56,42 @@ if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
     ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-# Fernet key for secrets stored in the database; derived from SECRET_KEY when unset.
-FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
+
+# --- Production hardening ---
+# With DEBUG off the defaults are those of production behind HTTPS (manage.py check --deploy
+# passes with them); each can be turned off for a deployment that knows why. A TLS terminator
+# in front must say so with SECURE_PROXY_SSL_HEADER (e.g. X-Forwarded-Proto) and overwrite that
+# header from clients, else the SSL redirect loops. /healthz stays on plain HTTP for probes.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be 0 (off) or a positive number of seconds.")
+if _proxy_ssl_header := env.str("SECURE_PROXY_SSL_HEADER", default="").strip():
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+        raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER must be a header name, e.g. X-Forwarded-Proto.")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+
+# --- Keystore -------------------------------------------------------------------
+# Where the master keys (encryption at rest) and named secrets come from: env://,
+# file:///dir or openbao+https://host:port/mount/prefix (security/keystore). Unset: the
+# embedded default, DATA_DIR/keystore, with a development key created there once;
+# with DEBUG off it must be set.
+KEYSTORE_URL = env.str("KEYSTORE_URL", default="")
+if not KEYSTORE_URL and not EMBEDDED:
+    raise ImproperlyConfigured(
+        "KEYSTORE_URL must be set when DEBUG is off (env://, file:///dir or openbao+https://host:port/mount/prefix)."
+    )
+# How often each process reads the master keys again (it also does at once when a
+# ciphertext does not open under the keys it holds): the bound on how long a process keeps
+# encrypting under a key that rotation has replaced.
+KEYSTORE_REFRESH_S = env.float("KEYSTORE_REFRESH_S", default=300.0)
+if KEYSTORE_REFRESH_S <= 0:
+    raise ImproperlyConfigured("KEYSTORE_REFRESH_S must be a positive number of seconds.")
 
 INSTALLED_APPS = [
     "daphne",
@@ -194,14 +234,58 @@ PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
 
 # --- Worker proxy -----------------------------------------------------------------
-# Hosts /api/proxy/workers/{name}/{path} may reach, beside any named in settings.
-WORKER_PROXY_ALLOWED_HOSTS = [
-    "localhost",
-    "127.0.0.1",
-    "agent-agency-v3.local",
-    *env.list("WORKER_PROXY_ALLOWED_HOSTS", default=[]),
-]
+# The hosts /api/proxy/workers/{name}/{path} may reach are the egress policy's, below.
 WORKER_PROXY_TIMEOUT_S = env.float("WORKER_PROXY_TIMEOUT_S", default=5.0)
+
+# --- Egress policy ---
+# Where workers may be called (execute, cancel, health polls, chat, the worker proxy); the
+# policy is security/egress.py. EGRESS_ALLOWED_HOSTS: "*" (any host), "*.example.com" (names
+# under it) or exact names and addresses; any host in the embedded default, none in production
+# until named. EGRESS_ALLOWED_NETWORKS: CIDRs explicitly allowed (a private worker subnet; an
+# IP-literal URL inside one needs no host entry). Loopback is allowed when EMBEDDED or listed;
+# metadata and unspecified addresses never.
+EGRESS_ALLOWED_HOSTS = env.list("EGRESS_ALLOWED_HOSTS", default=["*"] if EMBEDDED else [])
+EGRESS_ALLOWED_NETWORKS = env.list("EGRESS_ALLOWED_NETWORKS", default=[])
+_LDH_NAME = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
+for _entry in EGRESS_ALLOWED_HOSTS:
+    _host = _entry.strip()
+    if _host == "*" or re.fullmatch(rf"(\*\.)?{_LDH_NAME}", _host):
+        continue
+    try:
+        ipaddress.ip_address(_host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"EGRESS_ALLOWED_HOSTS: {_entry!r} is not *, *.<name>, a host name (IDNs in xn-- form) or an address."
+        ) from None
+for _entry in EGRESS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_entry.strip())
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"EGRESS_ALLOWED_NETWORKS: {_entry!r} is not a network ({_exc}).") from None
+
+# --- File sandbox ---
+# The only directories file operations may touch (security/sandbox.py), absolute paths. The
+# first is the workspace: the reference worker applies each task's files under
+# <workspace>/<task_id>/ and the gates read them back; it must be one directory. A later root
+# may end in a pattern (/tmp/agent-*: each existing directory directly under /tmp whose name
+# matches, if it is this user's and writable by no one else). Directories are resolved here,
+# once; requests never are.
+_SANDBOX_DEFAULT = [str(DATA_DIR / "workspace"), "/tmp/agent-*"]  # noqa: S108 - roots, not a temporary file
+_GLOB = re.compile(r"[*?[]")
+SANDBOX_ROOTS = [root.strip() for root in env.list("SANDBOX_ROOTS", default=_SANDBOX_DEFAULT)]
+if not SANDBOX_ROOTS:
+    raise ImproperlyConfigured("SANDBOX_ROOTS: name at least the workspace, a directory.")
+for _index, _root in enumerate(SANDBOX_ROOTS):
+    _head, _tail = os.path.split(os.path.normpath(_root or "."))
+    _pattern = bool(_GLOB.search(_tail))
+    if not os.path.isabs(_root) or "\x00" in _root or _GLOB.search(_head) or (_pattern and _index == 0):
+        raise ImproperlyConfigured(
+            f"SANDBOX_ROOTS: {_root!r} is not an absolute path with at most a pattern in its last component"
+            " (the first root, the workspace, is one directory)."
+        )
+    SANDBOX_ROOTS[_index] = os.path.join(os.path.realpath(_head), _tail) if _pattern else os.path.realpath(_root)
+    if SANDBOX_ROOTS[_index] == "/":
+        raise ImproperlyConfigured("SANDBOX_ROOTS: '/' would allow every file.")
 
 # --- Auth, API ------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -247,6 +331,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # The server refuses blank strings unless a field allows them; say so (minLength: 1).
     "ENFORCE_NON_BLANK_FIELDS": True,
+    # Chat sessions' status would otherwise be "Status704Enum", a name that collides and warns in check --deploy.
+    "ENUM_NAME_OVERRIDES": {"ChatSessionStatusEnum": "chat.models.SessionStatus"},
     # Every operation documents the errors it can answer with (config/openapi.py).
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_errors"],
 }
@@ -267,13 +353,24 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# Every handler masks secrets (registered values and credential shapes) in every record;
+# Django's own loggers are pointed at the root so none keeps an unfiltered handler of
+# Django's default configuration.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "security.redaction.RedactingFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
+    },
 }
+# Error reports (the DEBUG page, mails to admins) with secrets masked by value as well as by name.
+DEFAULT_EXCEPTION_REPORTER = "security.redaction.RedactingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "security.redaction.RedactingExceptionReporterFilter"
 
 APP_VERSION = "0.1.0"
 

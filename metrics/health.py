@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from security import crypto, keystore
 from tasks.dispatch import fleet
 
 STARTED_AT = time.monotonic()
@@ -24,10 +25,6 @@ HEALTHY = "healthy"
 DEGRADED = "degraded"
 UNHEALTHY = "unhealthy"
 NOT_CONFIGURED = "not_configured"
-
-# Components that later parts of the system own; they report "not_configured"
-# until something real measures them.
-_UNOWNED = ("keystore",)
 
 
 def _timed(check) -> dict[str, Any]:
@@ -141,6 +138,27 @@ def check_websocket() -> dict[str, Any]:
     return _timed(probe)
 
 
+def check_keystore() -> dict[str, Any]:
+    """A real read of the master keys from the configured provider (a probe: not audited).
+
+    Degraded when the key this process encrypts under is not among the keystore's keys (the
+    keystore was changed under it: what it writes now only this process could read), and when
+    a stored secret opens under no key (a worker left out of routing for it).
+    """
+
+    def probe() -> dict[str, Any]:
+        detail, keys = keystore.probe()
+        if not crypto.primary_in(keys):
+            return {**detail, "status": DEGRADED, "error": "this process encrypts under a key the keystore lacks"}
+        lost = crypto.unreadable(keys)
+        if lost:
+            names = ", ".join(lost[:5])
+            return {**detail, "status": DEGRADED, "error": f"{len(lost)} stored secret(s) open under no key: {names}"}
+        return detail
+
+    return _timed(probe)
+
+
 def system_health() -> dict[str, Any]:
     components = {
         "database": check_database(),
@@ -152,7 +170,7 @@ def system_health() -> dict[str, Any]:
         components["workers"] = _from_database(fleet.workers_summary)
     else:
         components["dispatcher"] = components["workers"] = {"status": UNHEALTHY, "error": "database unavailable"}
-    components.update({name: {"status": NOT_CONFIGURED} for name in _UNOWNED})
+    components["keystore"] = check_keystore()
     statuses = {c["status"] for c in components.values()}
     if UNHEALTHY in statuses:
         overall = UNHEALTHY

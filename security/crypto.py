@@ -1,52 +1,193 @@
-"""Encryption at rest for secrets stored in the database (worker tokens...).
+"""Encryption at rest of the secrets stored in the database, under the keystore's master keys.
 
-Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) under a key from
-``FIELD_ENCRYPTION_KEY`` (a Fernet key) or, when unset, derived from
-``SECRET_KEY`` with HKDF so a fresh clone works. Plaintext never reaches the
-database, and ciphertext from another key fails loudly instead of decrypting
-to garbage.
+Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) through ``MultiFernet``: the
+first master key encrypts, every key decrypts. That is what lets ``manage.py rotate_keys``
+re-encrypt the rows under a new key while the system runs (docs/security.md):
+
+1. the new key is put first in the keystore, the old one kept after it;
+2. each process picks the new keyring up: every ``KEYSTORE_REFRESH_S`` seconds, and at once
+   when a ciphertext does not decrypt under the keys it holds (a row rotated meanwhile);
+3. rotation rewrites every row not yet under the primary key (compare-and-swap on the
+   ciphertext, so a token changed meanwhile is not overwritten), pass after pass until none is
+   left; it can stop and start again at any time;
+4. the old key is removed from the keystore once a pass finds nothing under it.
+
+Secret columns declare themselves with :func:`register_secret_field`; rotation walks that
+registry, so a new secret column is covered by adding one line where its model is defined.
+Plaintext never reaches the database, and ciphertext from an unknown key fails loudly
+(:class:`DecryptionError`) instead of decrypting to garbage.
 """
 
 from __future__ import annotations
 
-import base64
-from functools import lru_cache
+import threading
+import time
+from dataclasses import dataclass
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+
+from security import keystore
+from security.redaction import register_secret
+
+# After a ciphertext fails under the held keys, at most one keystore read a second.
+MISS_RELOAD_INTERVAL_S = 1.0
 
 
 class DecryptionError(Exception):
-    """Stored ciphertext could not be decrypted with the configured key."""
+    """Stored ciphertext could not be decrypted with any of the master keys."""
 
 
-@lru_cache(maxsize=1)
-def _fernet() -> Fernet:
-    configured = getattr(settings, "FIELD_ENCRYPTION_KEY", "")
-    if configured:
+@dataclass(frozen=True)
+class SecretField:
+    """One encrypted column: ``model`` (app_label.ModelName) and the column holding ciphertext."""
+
+    model: str
+    column: str
+
+
+SECRET_FIELDS: list[SecretField] = []
+
+
+def register_secret_field(model: str, column: str) -> None:
+    """Declare ``model.column`` as ciphertext under the master keys (rotation covers it)."""
+    field = SecretField(model, column)
+    if field not in SECRET_FIELDS:
+        SECRET_FIELDS.append(field)
+
+
+class _Keyring:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: list[str] = []
+        self._multi: MultiFernet | None = None
+        self._primary: Fernet | None = None
+        self._loaded_at = 0.0
+        self._missed_at = 0.0
+
+    def _load(self, reason: str) -> None:
+        keys = keystore.master_keys(reason=reason)
+        self._keys = keys
+        self._multi = MultiFernet([Fernet(k.encode()) for k in keys])
+        self._primary = Fernet(keys[0].encode())
+        self._loaded_at = time.monotonic()
+
+    def current(self) -> tuple[MultiFernet, Fernet]:
+        with self._lock:
+            if self._multi is None:
+                self._load("first use in this process")
+            elif time.monotonic() - self._loaded_at > settings.KEYSTORE_REFRESH_S:
+                self._refresh("refresh")
+            if self._multi is None or self._primary is None:  # _load raised: nothing held
+                raise keystore.KeystoreError("no master keys loaded")
+            return self._multi, self._primary
+
+    def _refresh(self, reason: str) -> bool:
+        """Read the keys again; True when they changed. A keystore that fails keeps the keys held."""
+        before = self._keys
         try:
-            return Fernet(configured.encode())
-        except ValueError as exc:
-            raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64 bytes).") from exc
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"agency-field-encryption").derive(
-        settings.SECRET_KEY.encode()
-    )
-    return Fernet(base64.urlsafe_b64encode(derived))
+            self._load(reason)
+        except keystore.KeystoreError:
+            self._loaded_at = time.monotonic()  # retried at the next interval, not at every call
+            return False
+        return self._keys != before
+
+    def after_miss(self) -> bool:
+        """A ciphertext failed under the held keys: read them again (rate-limited); True if they changed."""
+        with self._lock:
+            if time.monotonic() - self._missed_at < MISS_RELOAD_INTERVAL_S:
+                return False
+            self._missed_at = time.monotonic()
+            return self._refresh("a ciphertext under a key this process did not hold")
+
+    @property
+    def primary_key(self) -> str:
+        return self._keys[0] if self._keys else ""
+
+    def reset(self) -> None:
+        with self._lock:
+            self._keys, self._multi, self._primary = [], None, None
+
+
+_keyring = _Keyring()
+
+
+def reload() -> None:
+    """Forget the held keys; the next use reads them from the keystore (tests, rotate_keys)."""
+    _keyring.reset()
 
 
 def encrypt(plaintext: str) -> str:
     if not plaintext:
         return ""
-    return _fernet().encrypt(plaintext.encode()).decode()
+    multi, _ = _keyring.current()
+    register_secret(plaintext)
+    return multi.encrypt(plaintext.encode()).decode()
 
 
 def decrypt(ciphertext: str) -> str:
     if not ciphertext:
         return ""
+    multi, _ = _keyring.current()
     try:
-        return _fernet().decrypt(ciphertext.encode()).decode()
-    except InvalidToken as exc:
-        raise DecryptionError("stored secret cannot be decrypted with the configured key") from exc
+        plaintext = multi.decrypt(ciphertext.encode()).decode()
+    except InvalidToken:
+        if not _keyring.after_miss():
+            raise DecryptionError("stored secret cannot be decrypted with any master key") from None
+        multi, _ = _keyring.current()
+        try:
+            plaintext = multi.decrypt(ciphertext.encode()).decode()
+        except InvalidToken:
+            raise DecryptionError("stored secret cannot be decrypted with any master key") from None
+    register_secret(plaintext)
+    return plaintext
+
+
+def primary_in(keys: list[str]) -> bool:
+    """Whether the key this process encrypts under is one of ``keys`` (the keystore's, for health).
+
+    True while this process holds no key yet: it has encrypted nothing.
+    """
+    return not _keyring.primary_key or _keyring.primary_key in keys
+
+
+def under_primary(ciphertext: str) -> bool:
+    """Whether ``ciphertext`` is encrypted under the primary key already (rotation skips it)."""
+    _, primary = _keyring.current()
+    try:
+        primary.decrypt(ciphertext.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
+def rotate(ciphertext: str) -> str:
+    """``ciphertext`` re-encrypted under the primary key (:class:`DecryptionError` if no key opens it)."""
+    multi, _ = _keyring.current()
+    try:
+        return multi.rotate(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise DecryptionError("stored secret cannot be decrypted with any master key") from None
+
+
+def unreadable(keys: list[str], *, limit: int = 1000) -> list[str]:
+    """``model:pk`` of stored secrets that open under none of ``keys`` (the first ``limit`` rows a column).
+
+    For ``/api/health``, with the keys its probe just read: a worker whose token nobody can
+    decrypt is left out of routing, and that must show somewhere other than one log line. It
+    uses ``keys`` rather than this process's keyring so that a health check never counts as
+    a keystore read of its own.
+    """
+    from django.apps import apps
+
+    multi = MultiFernet([Fernet(k.encode()) for k in keys])
+    found = []
+    for secret_field in SECRET_FIELDS:
+        model = apps.get_model(secret_field.model)
+        rows = model.objects.exclude(**{secret_field.column: ""}).values_list("pk", secret_field.column)[:limit]
+        for pk, ciphertext in rows:
+            try:
+                multi.decrypt(ciphertext.encode())
+            except InvalidToken:
+                found.append(f"{secret_field.model}:{pk}")
+    return found

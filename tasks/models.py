@@ -30,7 +30,7 @@ class Worker(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     base_url = models.URLField(max_length=500)
     capabilities = models.JSONField(default=list, blank=True)
-    # The bearer token, encrypted at rest (security.crypto); use .token.
+    # The bearer token, encrypted under the master keys (security.crypto); use .token.
     token_ciphertext = models.TextField(blank=True, default="", editable=False)
     max_concurrency = models.PositiveSmallIntegerField(default=4)
     enabled = models.BooleanField(default=True)
@@ -71,6 +71,9 @@ class Worker(models.Model):
     def covers(self, required: list[str]) -> bool:
         """Whether this worker has every capability in ``required``."""
         return set(required) <= set(self.capabilities or [])
+
+
+crypto.register_secret_field("tasks.Worker", "token_ciphertext")
 
 
 class Task(models.Model):
@@ -173,6 +176,7 @@ class EventType(models.TextChoices):
     ATTEMPT_STOPPED = "attempt_stopped"
     BREAKER = "breaker"
     OVERRIDE = "override"
+    EGRESS_DENIED = "egress_denied"  # the egress policy refused a call to the worker (security/egress.py)
 
 
 WORKER_EVENT_PREFIX = "worker."

@@ -7,14 +7,30 @@ that any JSON Schema tool can use it; these properties hold the two together.
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
 
+from security import egress
 from security.egress import MAX_URL_LENGTH, WORKER_URL_SCHEMA_PATTERN, URLRefused, check_worker_url
 from tasks.spec import SCOPE_PATH_PATTERN, ScopePath
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_dns() -> Iterator[None]:
+    """The schema promises a syntax; what a generated name resolves to is the network's business
+    (and a DNS lookup per example would outlast hypothesis's deadline). No name resolves here."""
+
+    def unknown(host: str, port: int) -> list:
+        raise socket.gaierror(socket.EAI_NONAME, "no DNS in this test")
+
+    real, egress.resolver = egress.resolver, unknown
+    yield
+    egress.resolver = real
 
 
 @settings(max_examples=500)

@@ -11,10 +11,12 @@ network. This view makes that one GET on their behalf, and nothing more:
 - **Read-only.** GET and HEAD; anything else is a 405 with ``Allow``. HEAD is answered
   as GET without the body, so that it works with workers that only implement GET (the
   reference worker among them) and its headers are those of the GET.
-- **Allowlisted hosts.** The worker's host must be in ``settings.WORKER_PROXY_ALLOWED_HOSTS``
-  (compared as a name, before any connection is made; no DNS answer is trusted), else
-  403 ``{"error": "Host not allowed"}``. Redirects are never followed (a 3xx could point
-  anywhere), and the environment's proxies and ``.netrc`` are ignored.
+- **The egress policy.** The worker's URL is held to :mod:`security.egress`, as every call
+  to a worker is: its host by name (``EGRESS_ALLOWED_HOSTS``, metadata names, numeric
+  forms) before anything else, and the addresses the name resolves to at the moment of
+  connecting, through the dispatcher's own checked transport. A refusal is a 403
+  ``{"error": "Host not allowed"}``, and nothing is sent. Redirects are never followed (a
+  3xx could point anywhere), and the environment's proxies and ``.netrc`` are ignored.
 - **One path, normalised.** ``path`` is made of segments of URL-unreserved characters,
   none of them ``.`` or ``..`` or empty, so it cannot climb out of the worker's base
   path nor carry a scheme, an authority, a percent-escape or a backslash; the target is
@@ -61,11 +63,13 @@ from rest_framework.views import APIView
 
 from config.errors import DomainError, InvalidInput, PermissionDenied
 from config.openapi import error
+from security import egress
 from security.permissions import IsAdminRole
 from security.redaction import MIN_SECRET_LENGTH
 from tasks import workers
 from tasks.dispatch.worker_client import WorkerConfig
 from tasks.dispatch.worker_client.client import PROTOCOL_HEADERS
+from tasks.dispatch.worker_client.transport import new_session
 from tasks.models import Worker
 
 logger = logging.getLogger(__name__)
@@ -111,11 +115,8 @@ USER_AGENT = "agent-agency-proxy/1"
 class HostNotAllowed(PermissionDenied):
     code = "host_not_allowed"
 
-    def __init__(self, host: str) -> None:
-        super().__init__(
-            f"The worker's host {host!r} is not one the proxy may reach (WORKER_PROXY_ALLOWED_HOSTS).",
-            error="Host not allowed",
-        )
+    def __init__(self, host: str, why: str) -> None:
+        super().__init__(f"The proxy may not reach the worker's host {host!r}: {why}", error="Host not allowed")
 
 
 class BadGateway(DomainError):
@@ -145,24 +146,20 @@ def checked_path(path: str) -> str:
     return path
 
 
-def allowed_hosts() -> frozenset[str]:
-    return frozenset(_host_key(h) for h in settings.WORKER_PROXY_ALLOWED_HOSTS if h and h.strip())
-
-
-def _host_key(host: str) -> str:
-    return host.strip().lower().strip("[]").rstrip(".")
-
-
 def check_host(worker: Worker) -> None:
-    """Refuse a worker whose URL is not http(s) on an allowlisted host, before any connection."""
+    """Refuse a worker whose URL is not http(s) on a host the egress policy allows by name, before anything else."""
     parts = urlsplit(worker.base_url)
     host = parts.hostname or ""
     try:
         parts.port  # noqa: B018 - a malformed port raises here, not at connect time
     except ValueError as exc:
-        raise HostNotAllowed(host) from exc
-    if parts.scheme not in ("http", "https") or not host or _host_key(host) not in allowed_hosts():
-        raise HostNotAllowed(host)
+        raise HostNotAllowed(host, "the URL's port is malformed.") from exc
+    if parts.scheme not in egress.ALLOWED_SCHEMES or not host:
+        raise HostNotAllowed(host, "the URL is not http(s) with a host.")
+    try:
+        egress.check_host(host)
+    except egress.EgressDenied as exc:
+        raise HostNotAllowed(host, exc.message) from exc
 
 
 def _target(config: WorkerConfig, path: str, query: str) -> str:
@@ -187,10 +184,9 @@ def _fetch(config: WorkerConfig, url: str, headers: dict[str, str]) -> tuple[int
     timeout_s = settings.WORKER_PROXY_TIMEOUT_S
     deadline = time.monotonic() + timeout_s
     redact = config.redactor()
-    session = requests.Session()
-    # No HTTP(S)_PROXY, .netrc or CA bundle from the environment: a proxy there would route
-    # around the allowlist, and .netrc would add an Authorization header of its own.
-    session.trust_env = False
+    # The worker client's session: every connection checked by the egress policy at connect
+    # time, and no HTTP(S)_PROXY, .netrc or CA bundle from the environment.
+    session = new_session()
     try:
         response = session.get(url, headers=headers, timeout=(timeout_s, timeout_s), stream=True, allow_redirects=False)
         try:
@@ -207,6 +203,9 @@ def _fetch(config: WorkerConfig, url: str, headers: dict[str, str]) -> tuple[int
             return response.status_code, dict(response.headers), bytes(body)
         finally:
             response.close()
+    except egress.EgressDenied as exc:
+        # The name passed, but what it resolves to now does not: nothing was sent.
+        raise HostNotAllowed(exc.host, exc.message) from exc
     except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise _timed_out(config, timeout_s) from exc
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -305,8 +304,9 @@ class FirstRendererNegotiation(BaseContentNegotiation):
 
 DESCRIPTION = (
     "A GET to `{base_url}/{path}` of the worker (the query string passed on), made by the control plane "
-    "with the worker's bearer token, which never reaches the client. Admin role only. The worker's host must "
-    'be in the proxy\'s allowlist (else 403 `{"error": "Host not allowed"}`, before any connection); '
+    "with the worker's bearer token, which never reaches the client. Admin role only. The worker's URL must "
+    "pass the egress policy, its host by name and the addresses it resolves to when the proxy connects "
+    '(else 403 `{"error": "Host not allowed"}`, and nothing is sent); '
     "`path` cannot contain `.`, `..` or empty segments, nor characters outside `A-Za-z0-9-._~`. "
     "Only Accept, Accept-Language, If-None-Match and If-Modified-Since are forwarded, and only content and "
     "caching headers come back. A 2xx or 304 of the worker is passed through; its errors keep their status, "
@@ -328,8 +328,8 @@ RESPONSES = {
     ),
     401: error("Not logged in."),
     403: error(
-        'Not the admin role, or the worker\'s host is not in the allowlist: `{"error": "Host not allowed", '
-        '"code": "host_not_allowed", "detail"}`, refused before any connection.'
+        "Not the admin role, or the egress policy refuses the worker's host or what it resolves to: "
+        '`{"error": "Host not allowed", "code": "host_not_allowed", "detail"}`, and nothing is sent.'
     ),
     404: error(f"No worker is registered under this name (`not_found`), {WORKER_ERROR}"),
     405: error(f"The proxy answers methods other than GET and HEAD with 405 and `Allow`; to a GET, {WORKER_ERROR}"),
@@ -377,7 +377,7 @@ class WorkerProxyView(APIView):
         path = checked_path(path)
         worker = workers.worker_get(actor=request.user, name=name)
         check_host(worker)
-        # Decrypted only now, for a host the proxy may reach.
+        # Decrypted only now, for a host the policy allows by name.
         config = WorkerConfig(name=worker.name, base_url=worker.base_url, token=worker.token)
         url = _target(config, path, request.META.get("QUERY_STRING", ""))
         started = time.monotonic()

@@ -297,12 +297,14 @@ class Dispatcher:
                 client.cancel(task_id=claim.task_id, attempt=claim.attempt)
                 report = AttemptReport(claim.task_id, claim.attempt, "stopped", error=item.stop_reason or "aborted")
             elif outcome.not_dispatched:
-                # The worker never took the attempt (breaker open, busy, or never reached): back to the queue uncounted.
+                # The worker never took the attempt (breaker open, busy, never reached, or refused by the
+                # egress policy): back to the queue uncounted.
                 report = AttemptReport(claim.task_id, claim.attempt, "not_dispatched", error=outcome.error)
             else:
                 report = AttemptReport(
                     claim.task_id, claim.attempt, "failed", error=outcome.error, retryable=outcome.retryable
                 )
+            report.egress_denied = outcome.egress_denied
         except Exception as exc:  # a bug here must not lose the task: report it failed
             logger.exception("attempt %s:%s crashed", claim.task_id, claim.attempt)
             report = AttemptReport(claim.task_id, claim.attempt, "failed", error=f"dispatcher error: {exc}")
@@ -406,7 +408,10 @@ class Dispatcher:
             report = self._client(config).health()
             try:
                 fleet.record_worker_health(
-                    worker_id=worker_id, report=report, latency_ms=(time.perf_counter() - started) * 1000
+                    worker_id=worker_id,
+                    report=report,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    actor=self.principal.actor,
                 )
             except Exception:
                 logger.exception("recording the health of worker %s failed", config.name)

@@ -2,7 +2,9 @@
 
 Dispatchers write here (a heartbeat every lease renewal, a worker health poll
 every ``WORKER_POLL_S``); ``/api/health`` reads the summary. These rows are
-observations, not decisions, so they carry no audit record.
+observations, not decisions, so they carry no audit record; the one exception is a health
+poll the egress policy refused, a security decision, audited once when the refusal starts
+(or changes its host, address or reason), not at every poll.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import socket
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.services import audit_record
+from security.egress import EgressAction
 from tasks.models import DispatcherProcess, Worker
 
 WORKER_POLL_S = 10.0
@@ -46,15 +51,35 @@ def dispatcher_stopped(*, dispatcher_id: str) -> None:
     DispatcherProcess.objects.filter(pk=dispatcher_id).update(stopped_at=timezone.now(), inflight=0)
 
 
-def record_worker_health(*, worker_id: int, report: dict[str, Any], latency_ms: float) -> None:
+def record_worker_health(*, worker_id: int, report: dict[str, Any], latency_ms: float, actor: str = "system") -> None:
+    """Store a health poll's outcome; ``actor`` (the polling dispatcher) signs the audit record of a refusal."""
     status = str(report.get("status") or "unknown")
     detail = {k: report[k] for k in ("active_tasks", "capacity", "error") if k in report}
-    Worker.objects.filter(pk=worker_id).update(
-        health_status="healthy" if status == "ok" else status,
-        health_checked_at=timezone.now(),
-        health_latency_ms=round(latency_ms, 2),
-        health_detail=detail,
-    )
+    fields = {
+        "health_status": "healthy" if status == "ok" else status,
+        "health_checked_at": timezone.now(),
+        "health_latency_ms": round(latency_ms, 2),
+        "health_detail": detail,
+    }
+    denial = report.get("egress_denied")
+    if not isinstance(denial, dict):
+        Worker.objects.filter(pk=worker_id).update(**fields)
+        return
+    with transaction.atomic():
+        worker = Worker.objects.select_for_update().only("name", "health_detail").filter(pk=worker_id).first()
+        if worker is None:
+            return
+        # The error names the host, the address and the reason: the same text is the same refusal.
+        repeated = isinstance(worker.health_detail, dict) and worker.health_detail.get("error") == detail.get("error")
+        Worker.objects.filter(pk=worker_id).update(**fields)
+        if not repeated:
+            audit_record(
+                actor=actor,
+                action=EgressAction.DENIED.value,
+                resource_type="worker",
+                resource_id=worker.name,
+                data=denial,
+            )
 
 
 def record_breaker_state(*, worker: str, state: str) -> None:

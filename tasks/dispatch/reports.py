@@ -19,7 +19,9 @@ from django.conf import settings
 from django.db import transaction
 
 from security import roles
+from security.egress import EgressAction
 from security.principals import Principal, require
+from security.sandbox import SandboxAction, denial_from_result
 from tasks.dispatch import bus, fleet
 from tasks.models import WORKER_EVENT_PREFIX, EventType, Task
 from tasks.review.verdicts import automatic_verdict, verdict_summary
@@ -45,6 +47,8 @@ class AttemptReport:
 
     ``events`` are what the worker sent (its progress, logs, artifacts: stored as
     ``worker.<type>``); ``calls`` are the dispatcher's own records of its HTTP calls.
+    ``egress_denied`` is the record of a call the egress policy refused (worker, url, host,
+    address, reason, message): it goes on the timeline and into the audit trail.
     """
 
     task_id: str
@@ -55,6 +59,7 @@ class AttemptReport:
     error: str = ""
     retryable: bool = True
     calls: list[dict[str, Any]] = field(default_factory=list)
+    egress_denied: dict[str, Any] | None = None
 
 
 class UnstorableJSON(ValueError):
@@ -154,6 +159,9 @@ def _apply_report(w: TaskWrites, task: Task, report: AttemptReport, acting: Prin
             phase = str(payload.get("phase") or "")[:100]
             w.set(task, progress_percent=_percent(payload.get("percent")), progress_phase=phase)
         w.event(task, worker_event_type(event.get("type")), {"attempt": report.attempt, "payload": payload})
+    if report.egress_denied is not None:
+        # Whatever becomes of the report (requeued, or fenced as stale): the refusal happened.
+        _record_egress_denial(w, task, report, acting)
     if report.result is not None:
         try:
             report.result = clean_json(report.result)
@@ -214,6 +222,17 @@ def _apply_report(w: TaskWrites, task: Task, report: AttemptReport, acting: Prin
         return
 
     result = report.result or {}
+    denial = denial_from_result(result) if report.kind == "result" else None
+    if denial is not None:
+        # The worker's sandbox refused a file operation; it has no database, so it is audited here.
+        worker = Principal.worker(task.worker.name) if task.worker_id else acting
+        w.record(
+            actor=worker.actor,
+            action=SandboxAction.DENIED.value,
+            resource_type="task",
+            resource_id=str(task.pk),
+            data={"attempt": report.attempt, **denial},
+        )
     if report.kind == "result" and result.get("status") == "completed":
         # The gates and the automatic verdict decide where a completed result leads.
         verdict, new_state = automatic_verdict(task=task, result=result)
@@ -263,6 +282,18 @@ def _apply_report(w: TaskWrites, task: Task, report: AttemptReport, acting: Prin
         error=error[:5000],
         result=report.result,
         **_finished(w),
+    )
+
+
+def _record_egress_denial(w: TaskWrites, task: Task, report: AttemptReport, acting: Principal) -> None:
+    denial = _storable(report.egress_denied or {})
+    w.event(task, EventType.EGRESS_DENIED, {"attempt": report.attempt, **denial})
+    w.record(
+        actor=acting.actor,
+        action=EgressAction.DENIED.value,
+        resource_type="worker",
+        resource_id=str(denial.get("worker", "")),
+        data={"task_id": str(task.pk), "attempt": report.attempt, **denial},
     )
 
 

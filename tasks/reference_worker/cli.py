@@ -17,13 +17,18 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from tasks.reference_worker.server import ReferenceWorkerServer, WorkerConfig
+from security.sandbox import Root
+from tasks.reference_worker.server import ReferenceWorkerServer, UnsafeBind, WorkerConfig, check_bind
 
 TOKEN_ENV = "REFERENCE_WORKER_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="Interface to bind (default 127.0.0.1).")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Interface to bind (default 127.0.0.1); any other than loopback needs a token.",
+    )
     parser.add_argument("--port", type=int, default=8081, help="Port; 0 picks a free one (default 8081).")
     parser.add_argument(
         "--token",
@@ -42,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--always-fail", action="store_true", help="Answer every /execute with 503.")
     parser.add_argument(
         "--retry-after", type=int, default=0, metavar="SECONDS", help="Retry-After on injected faults (default 0)."
+    )
+    parser.add_argument(
+        "--workspace",
+        default=None,
+        metavar="DIR",
+        help="Apply each result's files_modified under DIR/<task_id>/ through the file sandbox"
+        " (default: report them without applying).",
     )
     parser.add_argument(
         "--drain-timeout", type=float, default=5.0, metavar="SECONDS", help="Grace for running work on shutdown."
@@ -63,10 +75,24 @@ def config_from_options(options: Mapping[str, Any]) -> WorkerConfig:
     for flag, ok in checks:
         if not ok:
             raise ValueError(f"{flag}: out of range ({options[flag[2:].replace('-', '_')]!r}).")
+    token = options["token"] or os.environ.get(TOKEN_ENV) or None
+    try:
+        check_bind(options["host"], token)
+    except UnsafeBind as exc:
+        raise ValueError(f"--host: {exc} (--token or ${TOKEN_ENV}).") from None
+    workspace = options.get("workspace")
+    if workspace:
+        try:
+            root = Root.parse(os.path.abspath(workspace))
+        except ValueError as exc:
+            raise ValueError(f"--workspace: {exc}.") from None
+        if root.pattern is not None:
+            raise ValueError(f"--workspace: {workspace!r} is a pattern, not one directory.")
+        workspace = root.path
     return WorkerConfig(
         host=options["host"],
         port=options["port"],
-        token=options["token"] or os.environ.get(TOKEN_ENV) or None,
+        token=token,
         capacity=options["capacity"],
         request_log=options["request_log"],
         log_memory=options["log_memory"],
@@ -77,6 +103,7 @@ def config_from_options(options: Mapping[str, Any]) -> WorkerConfig:
         always_fail=options["always_fail"],
         retry_after_s=options["retry_after"],
         drain_timeout_s=options["drain_timeout"],
+        workspace=workspace,
     )
 
 
@@ -118,4 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_options(vars(parser.parse_args(argv)))
     except ValueError as exc:
         parser.error(str(exc))
-    return serve(config)
+    try:
+        return serve(config)
+    except OSError as exc:  # the port is taken, the workspace cannot be made: say so, without a traceback
+        parser.exit(1, f"{parser.prog}: error: cannot start: {exc}\n")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tasks.reference_worker import workspace
 from tasks.reference_worker.protocol import (
     ExecuteRequest,
     completed_result,
@@ -21,6 +22,7 @@ from tasks.reference_worker.protocol import (
 )
 
 if TYPE_CHECKING:
+    from security.sandbox import Sandbox
     from tasks.reference_worker.registry import Execution
 
 Emit = Callable[[dict[str, Any]], None]
@@ -163,8 +165,14 @@ def parse_task_input(spec: dict[str, Any]) -> TaskInput:
     return TaskInput(kind=kind, params=params, faults=faults, files_modified=files)
 
 
-def run(task: TaskInput, request: ExecuteRequest, execution: Execution, emit: Emit) -> dict[str, Any]:
-    """Run one execution to its result; raises :class:`Aborted` when the worker shuts down."""
+def run(
+    task: TaskInput, request: ExecuteRequest, execution: Execution, emit: Emit, sandbox: Sandbox | None = None
+) -> dict[str, Any]:
+    """Run one execution to its result; raises :class:`Aborted` when the worker shuts down.
+
+    With a workspace (``sandbox``), a completed result's ``files_modified`` are applied to it
+    before the result is answered; a change that cannot be applied fails the result instead.
+    """
     started = time.monotonic()
     if request.seconds_left() <= 0:
         result = _deadline_result(request)
@@ -182,6 +190,8 @@ def run(task: TaskInput, request: ExecuteRequest, execution: Execution, emit: Em
         )
     else:
         result = _produced(task, default_output={"echo": task.params}, rationale="Echoed the input as asked.")
+    if sandbox is not None and result["status"] == "completed" and task.files_modified:
+        result = workspace.apply_changes(sandbox, request.task_id, task.files_modified) or result
     result["metrics"] = {"duration_ms": round((time.monotonic() - started) * 1000)}
     return result
 

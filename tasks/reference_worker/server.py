@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import json
 import random
 import socket
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from security.sandbox import Sandbox
 from tasks.reference_worker import kinds
 from tasks.reference_worker.protocol import (
     IDEMPOTENCY_HEADER,
@@ -39,6 +41,7 @@ from tasks.reference_worker.protocol import (
 from tasks.reference_worker.registry import Execution, Registry
 from tasks.reference_worker.requestlog import RequestLog
 from tasks.reference_worker.streaming import NdjsonStream
+from tasks.reference_worker.workspace import open_workspace
 
 ROUTES = {"/execute": "POST", "/cancel": "POST", "/health": "GET", "/_log": "GET"}
 
@@ -59,6 +62,38 @@ class WorkerConfig:
     retry_after_s: int = 0
     drain_timeout_s: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
+    # Where results' files_modified are applied (DIR/<task_id>/); None reports them unapplied.
+    workspace: str | None = None
+
+
+class UnsafeBind(ValueError):
+    """Listening beyond loopback without a bearer token: anyone who can reach the port could run work."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` listens on loopback only: a loopback address, or a name whose
+    every address is one. An empty host or a wildcard (``0.0.0.0``, ``::``) is every interface."""
+    literal = host.strip().removeprefix("[").removesuffix("]")
+    if not literal:
+        return False
+    try:
+        return ipaddress.ip_address(literal).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(literal, None)}
+    except (OSError, UnicodeError):
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback address without a token (:class:`UnsafeBind`)."""
+    if not token and not is_loopback(host):
+        raise UnsafeBind(
+            f"refusing to listen on {host!r} without a bearer token: anyone who reaches it could run work;"
+            " configure a token, or listen on 127.0.0.1"
+        )
 
 
 class ReferenceWorkerServer(ThreadingHTTPServer):
@@ -66,7 +101,9 @@ class ReferenceWorkerServer(ThreadingHTTPServer):
     request_queue_size = 256  # benchmark bursts open many connections at once
 
     def __init__(self, config: WorkerConfig) -> None:
+        check_bind(config.host, config.token)  # embedding code gets the same refusal as the command line
         self.config = config
+        self.sandbox: Sandbox | None = open_workspace(config.workspace) if config.workspace else None
         self.registry = Registry(capacity=config.capacity, remember=config.remember)
         self.request_log = RequestLog(config.request_log, config.log_memory)
         self._rng = random.Random(config.seed)
@@ -263,7 +300,7 @@ class WorkerHandler(BaseHTTPRequestHandler):
         try:
             if stream is not None:
                 stream.start()
-            result = kinds.run(task, request, execution, stream.emit if stream else _discard)
+            result = kinds.run(task, request, execution, stream.emit if stream else _discard, self.server.sandbox)
         except kinds.Aborted:
             result = None
         except Exception as exc:  # a bug in a kind must still end the attempt with a result

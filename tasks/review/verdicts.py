@@ -21,6 +21,7 @@ from django.db import transaction
 
 from security import roles
 from security.principals import require
+from security.sandbox_audit import task_file_reader
 from tasks.dispatch import bus
 from tasks.exceptions import IllegalTransition, InvalidOverride
 from tasks.models import EventType, Task, Verdict, VerdictDecision
@@ -42,7 +43,8 @@ MIN_REASON = 10
 def automatic_verdict(*, task: Task, result: dict[str, Any]) -> tuple[Verdict, str]:
     """Gate ``result`` and decide. ``task`` is locked by the caller, who applies the state returned
     and saves the verdict (unsaved here, so that a batch of results writes its verdicts at once)."""
-    violations = run_gates(spec=task.spec, result=result)
+    # The gates read the workspace copy of a diff's file, when the worker applied it there.
+    violations = run_gates(spec=task.spec, result=result, read_file=task_file_reader(task_id=str(task.pk)))
     waivers = active_waivers_for(task_id=task.pk, gates=sorted({v.gate for v in violations})) if violations else []
     kept: list[Violation] = []
     waived: list[dict[str, Any]] = []

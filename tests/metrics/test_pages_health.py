@@ -53,7 +53,8 @@ def test_a_viewer_reads_every_component_in_a_table(client, viewer):
     # No dispatcher runs in the tests: the component says so in words.
     assert "degraded" in rows["dispatcher"]
     assert "no dispatcher has been seen" in rows["dispatcher"]
-    assert rows["keystore"] == "Keystore not configured — —"
+    assert rows["keystore"].startswith("Keystore healthy")
+    assert "provider: file" in rows["keystore"]
     assert html.count('<th scope="col">') >= 4
     assert tag_count(html, "h1") == 1
 
@@ -119,10 +120,10 @@ def test_the_summary_fragment_has_one_badge_a_component(client, viewer):
 def test_the_page_takes_a_fixed_number_of_queries(client, viewer, django_assert_num_queries):
     client.force_login(viewer)
     healthy_worker("w0")
-    # session, user, groups; SELECT 1, dispatchers, workers
-    with django_assert_num_queries(6):
+    # session, user, groups; SELECT 1, dispatchers, workers, stored secrets (keystore)
+    with django_assert_num_queries(7):
         client.get(URL)
     for i in range(1, 20):
         healthy_worker(f"w{i}")
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         client.get(URL)

@@ -20,6 +20,7 @@ import pytest
 import schemathesis
 
 from audit.models import AuditRecord
+from security import egress
 from security.principals import SYSTEM
 from tasks import workers
 from tasks.api import proxy
@@ -275,12 +276,16 @@ def connections(monkeypatch) -> list[Any]:
     [
         "http://10.0.0.1:9/",
         "http://169.254.169.254/latest",
-        "http://127.0.0.2:9/",
-        "http://localhost.evil.example:9/",
-        "http://2130706433:9/",  # 127.0.0.1 as an integer: a name, and not one on the list
+        "http://[::ffff:127.0.0.1]:9/",
+        "http://[fd00:ec2::254]/",
+        "http://0.0.0.0:9/",
+        "http://metadata.google.internal/",
+        "http://2130706433:9/",  # 127.0.0.1 as an integer: the resolver would read it as an address
     ],
 )
-def test_a_host_off_the_allowlist_is_refused_before_any_connection(admin_client_api, connections, base_url, schema):
+def test_a_host_the_egress_policy_refuses_is_refused_before_any_connection(
+    admin_client_api, connections, base_url, schema
+):
     unchecked_worker("far", base_url, token="far-token-0123456789")
     r = admin_client_api.get(url("far", "health"))
     assert r.status_code == 403
@@ -290,10 +295,50 @@ def test_a_host_off_the_allowlist_is_refused_before_any_connection(admin_client_
     conforms(schema, r)
 
 
-def test_the_allowlist_is_the_setting(admin_client_api, fake, settings):
-    settings.WORKER_PROXY_ALLOWED_HOSTS = ["agent-agency-v3.local"]
+def test_a_name_that_resolves_to_a_refused_address_is_refused_at_connect_time(
+    admin_client_api, connections, monkeypatch, schema
+):
+    monkeypatch.setattr(egress, "resolver", lambda host, port: [(socket.AF_INET, ("169.254.169.254", port))])
+    unchecked_worker("rebound", "http://localhost.evil.example:9/", token="far-token-0123456789")
+    r = admin_client_api.get(url("rebound", "health"))
+    assert r.status_code == 403
+    assert r.json()["code"] == "host_not_allowed"
+    assert "169.254.169.254" in r.json()["detail"]
+    assert connections == []
+    conforms(schema, r)
+
+
+def test_a_dns_answer_that_changes_after_registration_is_caught_when_the_proxy_connects(
+    admin_client_api, fake_worker, monkeypatch
+):
+    port = int(fake_worker.url.rsplit(":", 1)[1])
+    answer = {"address": "127.0.0.1"}
+    monkeypatch.setattr(egress, "resolver", lambda host, port: [(socket.AF_INET, (answer["address"], port))])
+    register("moving", f"http://worker.moving.example:{port}", FAKE_TOKEN)
+    assert admin_client_api.get(url("moving", "health")).status_code == 200
+    assert len(fake_worker.seen) == 1
+
+    answer["address"] = "169.254.169.254"
+    r = admin_client_api.get(url("moving", "health"))
+    assert r.status_code == 403
+    assert "169.254.169.254" in r.json()["detail"]
+    assert len(fake_worker.seen) == 1
+
+
+def test_in_production_loopback_is_refused(admin_client_api, fake, fake_worker, settings):
+    settings.EMBEDDED, settings.EGRESS_ALLOWED_HOSTS = False, ["*"]
+    r = admin_client_api.get(url("fake", "health"))
+    assert r.status_code == 403
+    assert "loopback" in r.json()["detail"]
+    assert fake_worker.seen == []
+    settings.EGRESS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    assert admin_client_api.get(url("fake", "health")).status_code == 200
+
+
+def test_the_allowlist_is_the_egress_setting(admin_client_api, fake, settings):
+    settings.EGRESS_ALLOWED_HOSTS = ["agent-agency-v3.local"]
     assert admin_client_api.get(url("fake", "x")).status_code == 403
-    settings.WORKER_PROXY_ALLOWED_HOSTS = ["agent-agency-v3.local", " 127.0.0.1 "]
+    settings.EGRESS_ALLOWED_HOSTS = ["agent-agency-v3.local", " 127.0.0.1 "]
     assert admin_client_api.get(url("fake", "x")).status_code == 200
 
 
@@ -304,13 +349,15 @@ def test_the_allowlist_is_the_setting(admin_client_api, fake, settings):
         ("http://localhost.:9/", True),
         ("http://[::1]:9/", True),
         ("https://worker.internal/", True),
+        ("https://a.workers.example/", True),
+        ("https://workers.example/", False),  # *.workers.example is the names under it
         ("http://localhost:99999/", False),  # no such port: malformed
         ("ftp://localhost/", False),
         ("http://:9/", False),
     ],
 )
 def test_hosts_are_compared_as_names(settings, base_url, allowed):
-    settings.WORKER_PROXY_ALLOWED_HOSTS = ["localhost", "[::1]", "Worker.Internal"]
+    settings.EGRESS_ALLOWED_HOSTS = ["localhost", "[::1]", "Worker.Internal", "*.workers.example"]
     worker = Worker(name="w", base_url=base_url)
     if allowed:
         proxy.check_host(worker)

@@ -22,6 +22,7 @@ from typing import Any
 import requests
 from tenacity import RetryCallState
 
+from security.egress import EgressDenied
 from tasks.dispatch.breakers import BreakerRegistry, Permit, WorkerBreaker
 from tasks.dispatch.worker_client.config import WorkerConfig
 from tasks.dispatch.worker_client.redaction import Redactor
@@ -32,6 +33,7 @@ from tasks.dispatch.worker_client.responses import (
     BodyReader,
     TryFailed,
     content_type,
+    egress_refusal,
     http_failure,
     protocol_violation,
     read_json_result,
@@ -70,6 +72,11 @@ class AttemptOutcome:
     worker (refused, DNS failure, connect timeout): the request provably never reached it,
     whatever the breaker's state, a half-open trial included (the breaker still counts
     those tries as failures). :attr:`not_dispatched` sums these up for the caller.
+    ``egress_denied`` is set when the egress policy refused the connection (nothing was
+    sent, and the try was not repeated): the refusal's record with the worker's name and
+    public URL, for the task's timeline and the audit trail. Such an attempt is also
+    ``unreached``: the task goes back to the queue, and the refusals, counted by the
+    worker's breaker, open it and route the work to other capable workers.
     """
 
     kind: str
@@ -80,6 +87,7 @@ class AttemptOutcome:
     http_calls: int
     at_capacity: bool = False
     unreached: bool = False
+    egress_denied: dict[str, Any] | None = None
 
     @property
     def not_dispatched(self) -> bool:
@@ -218,6 +226,16 @@ class WorkerClient:
         except TryFailed as failure:
             if abort.aborted:
                 return outcome("canceled", None, "aborted", retryable=False)
+            if failure.egress is not None:
+                # Not repeated within the attempt, but another attempt may go to another worker.
+                denied = outcome("failed", None, f"worker {self.config.name}: {failure.message}", True)
+                denied.egress_denied = {
+                    "worker": self.config.name,
+                    "call": "execute",
+                    "url": self.config.public_endpoint("/execute"),
+                    **failure.egress,
+                }
+                return denied
             if not ctx.reached:
                 # No try got a connection: there is nothing at the worker to cancel.
                 error = self._with_last_try(f"worker {self.config.name} could not be reached; nothing was sent", ctx)
@@ -296,6 +314,8 @@ class WorkerClient:
                     raise
                 finally:
                     response.close()
+        except EgressDenied as exc:
+            raise egress_refusal(exc) from exc
         except requests.Timeout as exc:
             deadline = time.monotonic() >= ctx.give_up_at - 0.05
             reason = "no answer by the attempt's deadline" if deadline else "timed out"
@@ -397,8 +417,10 @@ class WorkerClient:
 
         Returns the worker's own fields plus ``http_status`` and ``latency_ms``; ``status``
         is the worker's (``ok``, ``degraded``, ``draining``, ``unhealthy``), or
-        ``unreachable`` with a redacted ``error`` when no usable answer came. Not gated by
-        the breaker, so health polling can tell when a worker is back.
+        ``unreachable`` with a redacted ``error`` when no usable answer came (a redirect is
+        none: it is never followed), and then ``egress_denied`` (the refusal's record) if
+        the egress policy refused the connection. Not gated by the breaker, so health
+        polling can tell when a worker is back.
         """
         started = time.monotonic()
         try:
@@ -410,12 +432,26 @@ class WorkerClient:
                 allow_redirects=False,
             )
             try:
+                if 300 <= response.status_code < 400:
+                    raise ValueError(f"HTTP {response.status_code}, a redirect, which is never followed")
                 body = response.raw.read(HEALTH_MAX_BODY_BYTES + 1, decode_content=True)
             finally:
                 response.close()
             data = json.loads(body) if len(body) <= HEALTH_MAX_BODY_BYTES else None
             if not isinstance(data, dict) or not isinstance(data.get("status"), str):
                 raise ValueError(f"HTTP {response.status_code} without a health document")
+        except EgressDenied as exc:
+            return {
+                "status": "unreachable",
+                "error": f"refused by the egress policy: {exc.message}"[:500],
+                "egress_denied": {
+                    "worker": self.config.name,
+                    "call": "health",
+                    "url": self.config.public_endpoint("/health"),
+                    **exc.record(),
+                },
+                "latency_ms": round((time.monotonic() - started) * 1000, 1),
+            }
         except Exception as exc:
             return {
                 "status": "unreachable",

@@ -17,6 +17,7 @@ from typing import Any
 from urllib3 import HTTPResponse
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
+from security.egress import EgressDenied
 from tasks.dispatch.worker_client.transport import AbortHandle
 
 JSON_TYPE = "application/json"
@@ -41,8 +42,9 @@ class TryFailed(Exception):
     counts as a failure for the circuit breaker (5xx, transport, a malformed answer),
     not when the worker answered sensibly (4xx, 409, 429). ``deadline``: the client gave
     up because the attempt's deadline passed. ``unreached``: no connection to the worker
-    was ever made (refused, DNS failure, connect timeout), so not a byte of the request
-    left: the worker cannot have started the work.
+    was ever made (refused, DNS failure, connect timeout, or the egress policy), so not a
+    byte of the request left: the worker cannot have started the work. ``egress``: the
+    egress policy refused the connection; its record (host, address, reason, message).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class TryFailed(Exception):
         retry_after_s: float | None = None,
         deadline: bool = False,
         unreached: bool = False,
+        egress: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -64,12 +67,28 @@ class TryFailed(Exception):
         self.retry_after_s = retry_after_s
         self.deadline = deadline
         self.unreached = unreached
+        self.egress = egress
 
 
 def transport_failure(message: str, *, deadline: bool = False, unreached: bool = False) -> TryFailed:
     # A worker that cannot be reached is still the worker's fault for its breaker: the
     # breaker exists to stop calling a dead host, and a refused half-open trial must re-open it.
     return TryFailed(message, retryable=True, worker_fault=True, deadline=deadline, unreached=unreached)
+
+
+def egress_refusal(denied: EgressDenied) -> TryFailed:
+    """The egress policy refused the connection: nothing was sent, and sending again would be refused again.
+
+    It counts against the worker's breaker, like a host that cannot be reached: the worker
+    is what is misconfigured (its URL, or its DNS), and an open breaker routes work elsewhere.
+    """
+    return TryFailed(
+        f"refused by the egress policy: {denied.message}",
+        retryable=False,
+        worker_fault=True,
+        unreached=True,
+        egress=denied.record(),
+    )
 
 
 def protocol_violation(message: str) -> TryFailed:
@@ -210,6 +229,11 @@ def http_failure(status: int, headers: Any, body: bytes, redact: Callable[[str],
             detail = " ".join(str(error[key]) for key in ("code", "error") if error.get(key))
     except ValueError:
         pass
+    if 300 <= status < 400:
+        # Never followed (allow_redirects=False): a redirect could point anywhere, the egress
+        # policy's checks included, and the protocol has none.
+        location = redact(str(headers.get("Location", "")))[:300] or "none"
+        return protocol_violation(f"HTTP {status}, a redirect (Location: {location}), which is never followed")
     message = redact(f"HTTP {status}" + (f": {detail[:300]}" if detail else ""))
     retry_after = parse_retry_after(headers.get("Retry-After"))
     if status in (409, 429):
@@ -217,6 +241,5 @@ def http_failure(status: int, headers: Any, body: bytes, redact: Callable[[str],
         return TryFailed(message, retryable=True, worker_fault=False, status=status, retry_after_s=retry_after)
     if status >= 500:
         return TryFailed(message, retryable=True, worker_fault=True, status=status, retry_after_s=retry_after)
-    # Any other status (4xx, or a redirect the client does not follow): the request is wrong
-    # or not allowed here, and sending it again changes nothing.
+    # Any other status (4xx): the request is wrong or not allowed here, and sending it again changes nothing.
     return TryFailed(message, retryable=False, worker_fault=False, status=status)

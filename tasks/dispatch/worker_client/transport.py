@@ -8,6 +8,17 @@ it is used (a pooled keep-alive connection does not connect again), and
 :meth:`AbortHandle.abort` shuts that socket down, which makes the blocked read return
 at once.
 
+Every new connection is also where the egress policy (:mod:`security.egress`) is enforced:
+the connection resolves its host itself, checks every address of the answer, and connects
+only to one of those checked addresses, so there is no gap between check and connect for a
+changed DNS answer to slip through. For https the TLS handshake still names the host (SNI)
+and the certificate is verified against the host name, not the address. A keep-alive
+connection stays with the address it was checked at, and before it carries another request
+the name is checked again, so a name that has come to resolve to a refused address is not
+called at all from the next request on. A refusal raises
+:class:`security.egress.EgressDenied` out of the request, untouched by urllib3 and requests
+(it is no ``OSError``), so a caller can tell it from a network failure.
+
 ``requests.Session`` is not thread-safe, hence one session, and one connection pool,
 per thread.
 """
@@ -16,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +36,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
+
+from security import egress
 
 _thread = threading.local()
 
@@ -63,7 +78,9 @@ class AbortHandle:
     def set_read_timeout(self, seconds: float) -> None:
         """Bound the next socket read (the deadline shrinks while a stream runs)."""
         with self._lock:
-            if self._sock is not None:
+            # A worker that answers "Connection: close" has its socket closed by http.client as
+            # soon as the body is complete; the next read then ends the body without the socket.
+            if self._sock is not None and self._sock.fileno() != -1:
                 self._sock.settimeout(max(0.001, seconds))
 
     def _attach(self, sock: socket.socket, *, owned: bool = False) -> None:
@@ -111,15 +128,75 @@ def abortable(handle: AbortHandle) -> Iterator[None]:
 
 
 class _AbortableMixin:
+    """Connections that register their sockets with the abort handle, and that the egress policy checks."""
+
     sock: socket.socket | None
+    host: str
+    port: int
+    timeout: Any
+    source_address: tuple[str, int] | None
+    socket_options: Any
+    # Connected by _new_conn for the request about to be sent, which need not check the name again.
+    _fresh = False
+
+    def _new_conn(self) -> socket.socket:
+        """A TCP connection to an address the egress policy allows: resolved, checked, then connected to.
+
+        urllib3's own ``_new_conn`` would resolve again inside ``create_connection``; this
+        one connects to exactly the checked addresses, in the resolver's order, with the same
+        error translation (so ``never_connected`` reads these failures as before).
+        """
+        try:
+            targets = egress.connect_targets(self.host, self.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        error: OSError | None = None
+        for target in targets:
+            sock = socket.socket(target.family, socket.SOCK_STREAM)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                if self.timeout is not _DEFAULT_TIMEOUT:
+                    sock.settimeout(self.timeout)
+                if self.source_address:
+                    sock.bind(self.source_address)
+                sock.connect(target.sockaddr)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            sys.audit("http.client.connect", self, self.host, self.port)
+            self._fresh = True
+            return sock
+        if isinstance(error, TimeoutError):
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            ) from error
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error  # type: ignore[arg-type]
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
         _register(self.sock)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None and not self._fresh:
+            self._check_again()
         _register(self.sock)  # a reused keep-alive connection: connect() is not called again
-        super().request(*args, **kwargs)  # type: ignore[misc]
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._fresh = False
+
+    def _check_again(self) -> None:
+        """Before a reused keep-alive connection carries another request: the name, checked again.
+
+        The connection itself goes to the address checked when it was opened; but a name that
+        now resolves to a refused address (rebinding) is not called at all, not even on that
+        old connection, so a refusal takes effect at the next call, pooled connection or not.
+        A name that does not resolve for now leaves the connection with its checked address.
+        """
+        with contextlib.suppress(socket.gaierror):
+            egress.connect_targets(self.host, self.port)
 
     def getresponse(self) -> Any:
         _register(self.sock)
@@ -149,7 +226,7 @@ class _AbortableHTTPSPool(HTTPSConnectionPool):
 
 
 class AbortableAdapter(HTTPAdapter):
-    """requests adapter whose pools open abortable connections; no urllib3 retries (tenacity retries)."""
+    """requests adapter whose pools open checked, abortable connections; no urllib3 retries (tenacity retries)."""
 
     def __init__(self) -> None:
         super().__init__(max_retries=0)
@@ -159,21 +236,39 @@ class AbortableAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _AbortableHTTPPool, "https": _AbortableHTTPSPool}
 
 
-def thread_session() -> requests.Session:
-    """This thread's session, created on first use.
+class _NoRedirectSession(requests.Session):
+    """A session that never follows a redirect, whatever a caller passes as ``allow_redirects``.
+
+    requests follows redirects by default (for GET); the callers pass ``allow_redirects=False``,
+    and this makes a forgotten one harmless: with no redirect target there is no second hop,
+    and the 3xx comes back to the caller as it is (``response.is_redirect``), to be refused.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
+def new_session() -> requests.Session:
+    """A session whose every connection is checked by the egress policy and can be aborted.
 
     ``trust_env`` is off: a worker is reached at exactly its registered URL, not through
-    a proxy from the environment (whose connections could not be aborted) and never with
-    credentials picked up from ``~/.netrc``.
+    a proxy from the environment (which would route around the connect-time check, and
+    whose connections could not be aborted) and never with credentials picked up from
+    ``~/.netrc``. Redirects are never followed (:class:`_NoRedirectSession`).
     """
+    session = _NoRedirectSession()
+    session.trust_env = False
+    adapter = AbortableAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def thread_session() -> requests.Session:
+    """This thread's session (:func:`new_session`), created on first use."""
     session: requests.Session | None = getattr(_thread, "session", None)
     if session is None:
-        session = requests.Session()
-        session.trust_env = False
-        adapter = AbortableAdapter()
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _thread.session = session
+        session = _thread.session = new_session()
     return session
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from security.sandbox_audit import workspace_root
 from tasks.reference_worker.cli import add_arguments, config_from_options, serve
 
 
@@ -21,6 +22,8 @@ class Command(BaseCommand):
         add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # With Django at hand the workspace defaults to the control plane's (settings.SANDBOX_ROOTS).
+        options["workspace"] = options.get("workspace") or workspace_root()
         try:
             config = config_from_options(options)
         except ValueError as exc:

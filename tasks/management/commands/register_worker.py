@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import DomainError
-from security import egress
+from security import egress, keystore
 from security.principals import SYSTEM
 from security.redaction import redact_url
 from tasks import workers
@@ -39,6 +39,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--token-env", default="", help="Name of an environment variable holding the bearer token (kept off argv)."
         )
+        parser.add_argument(
+            "--token-secret",
+            default="",
+            help="Name of a keystore secret holding the bearer token (KEYSTORE_URL; the read is audited).",
+        )
         parser.add_argument("--disabled", action="store_true")
 
     def handle(
@@ -49,10 +54,18 @@ class Command(BaseCommand):
         capabilities: list[str],
         max_concurrency: int,
         token_env: str,
+        token_secret: str,
         disabled: bool,
         **options: Any,
     ) -> None:
         token: str | None = None
+        if token_env and token_secret:
+            raise CommandError("give the token one way: --token-env or --token-secret, not both")
+        if token_secret:
+            try:
+                token = keystore.secret(token_secret, reason=f"token of worker {name}", actor=SYSTEM.actor)
+            except keystore.KeystoreError as exc:
+                raise CommandError(f"--token-secret: {exc}") from exc
         if token_env:
             token = os.environ.get(token_env, "")
             if not token:

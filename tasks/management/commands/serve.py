@@ -16,9 +16,11 @@ from typing import Any
 from daphne.server import Server
 from django.core.management.base import BaseCommand
 
+from config.errors import InvalidInput
 from metrics.stream.keeper import StreamKeeper
 from metrics.stream.publish import publisher
 from security.principals import SYSTEM
+from security.sandbox_audit import workspace_root
 from tasks import workers
 from tasks.dispatch.dispatcher import Dispatcher
 from tasks.reference_worker.server import ReferenceWorkerServer
@@ -97,12 +99,31 @@ class Command(BaseCommand):
             if not no_worker:
                 token = secrets.token_urlsafe(24)
                 # remember: finished results kept for idempotent replays; bounded for a long-lived process.
+                # workspace: the control plane's own, so the gates read back the files it applies.
                 worker = ReferenceWorkerServer(
-                    ReferenceConfig(host="127.0.0.1", port=0, token=token, capacity=concurrency, remember=10_000)
+                    ReferenceConfig(
+                        host="127.0.0.1",
+                        port=0,
+                        token=token,
+                        capacity=concurrency,
+                        remember=10_000,
+                        workspace=workspace_root(),
+                    )
                 )
                 worker.start()
-                register_local_worker(worker.url, token, concurrency)
-                logger.info("local reference worker at %s", worker.url)
+                try:
+                    register_local_worker(worker.url, token, concurrency)
+                    logger.info("local reference worker at %s", worker.url)
+                except InvalidInput as exc:
+                    # With DEBUG off the egress policy refuses loopback unless EGRESS_ALLOWED_NETWORKS
+                    # lists it: serve the rest rather than nothing, and say why the worker is missing.
+                    why = " ".join(str(m) for ms in (exc.fields or {}).values() for m in ms) or str(exc)
+                    logger.error(
+                        "the local reference worker is not used (EGRESS_ALLOWED_NETWORKS=127.0.0.1/32 allows it): %s",
+                        why,
+                    )
+                    worker.stop(drain_timeout_s=0)
+                    worker = None
             if not no_dispatcher:
                 dispatcher = Dispatcher(concurrency=concurrency)
                 dispatcher.start()

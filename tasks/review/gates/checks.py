@@ -5,7 +5,7 @@ violations: ``{gate, rule, severity, file, line, message}``. Gates are pure
 functions of their input, so the same result always gets the same violations.
 
 - ``placeholders``: the placeholder scanner on every created or modified file
-  (the whole content, or the added lines of a unified diff);
+  (the whole content, or what a unified diff adds: see :func:`diff_findings`);
 - ``scope``: every path inside ``scope.in`` (when given) and none inside ``scope.out``;
 - ``budget``: files and changed lines within ``change_budget``;
 - ``acceptance``: acceptance criteria present for risk tiers 1 and 2.
@@ -14,18 +14,24 @@ functions of their input, so the same result always gets the same violations.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from security.sandbox import SandboxDenied
 from tasks.models import Gate
-from tasks.review.gates.placeholders import SEVERITY_WEIGHTS, Severity, scan_text
+from tasks.review.gates.placeholders import SEVERITY_WEIGHTS, Finding, Severity, scan_text
+
+# The workspace copy of a result's file by its path: its text, None when there is none;
+# raises SandboxDenied when the sandbox refuses to read it (security/sandbox_audit.py).
+ReadFile = Callable[[str], str | None]
 
 # Minimum score per risk tier for an automatic approval.
 TIER_THRESHOLDS = {1: 0.9, 2: 0.8, 3: 0.7}
 BLOCKING = frozenset({Severity.CRITICAL.value, Severity.HIGH.value})
 
-_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,11 @@ class Violation:
         return asdict(self)
 
 
-def run_gates(*, spec: dict[str, Any], result: dict[str, Any]) -> list[Violation]:
+def run_gates(*, spec: dict[str, Any], result: dict[str, Any], read_file: ReadFile | None = None) -> list[Violation]:
+    """The violations of ``result``; ``read_file`` reads the task's workspace, when it has one."""
     files = [f for f in result.get("files_modified") or [] if isinstance(f, dict) and isinstance(f.get("path"), str)]
     return [
-        *placeholder_violations(files),
+        *placeholder_violations(files, read_file),
         *scope_violations(files, spec.get("scope") or {}),
         *budget_violations(files, spec.get("change_budget") or {}),
         *acceptance_violations(spec),
@@ -75,7 +82,46 @@ def added_lines(diff: str) -> list[tuple[int, str]]:
     return out
 
 
-def placeholder_violations(files: list[dict[str, Any]]) -> list[Violation]:
+def hunk_ranges(diff: str) -> list[range]:
+    """The new-file lines each hunk of a unified diff spans (its added and context lines)."""
+    ranges = []
+    for raw in diff.splitlines():
+        hunk = _HUNK.match(raw)
+        if hunk:
+            start = int(hunk.group(1))
+            ranges.append(range(start, start + int(hunk.group(2) or 1)))
+    return ranges
+
+
+def diff_findings(path: str, diff: str, read_file: ReadFile | None) -> list[tuple[Finding, int | None]]:
+    """Placeholder findings of a diff-only change, each with its line in the new file.
+
+    With the workspace copy of the new file, the whole file is scanned, so every line is
+    lexed in its real context (an added line inside a string that a context line opened is
+    no comment; a function whose added ``pass`` body sits under an unchanged ``def`` is a
+    stub; indented added lines parse as Python), and what is kept is what the change made: a
+    finding on an added line, or a stub found in code within one of the diff's hunks (its
+    ``def`` may be a context line). The copy is used only if it holds every added line where
+    the diff puts it; else, and without a workspace, the added lines are scanned on their own.
+    """
+    lines = added_lines(diff)
+    text = read_file(path) if read_file is not None and lines else None
+    if text is not None:
+        new_file = text.splitlines()
+        if all(0 < number <= len(new_file) and new_file[number - 1] == line for number, line in lines):
+            added = {number for number, _ in lines}
+            hunks = hunk_ranges(diff)
+            return [
+                (f, f.line)
+                for f in scan_text(text, path)
+                if f.line in added or (f.source == "code" and any(f.line in hunk for hunk in hunks))
+            ]
+    # Scan the added lines as a file of their own, then map back to new-file line numbers.
+    findings = scan_text("\n".join(line for _, line in lines) + "\n", path)
+    return [(f, lines[f.line - 1][0] if 0 < f.line <= len(lines) else None) for f in findings]
+
+
+def placeholder_violations(files: list[dict[str, Any]], read_file: ReadFile | None = None) -> list[Violation]:
     violations = []
     for change in files:
         path = change["path"]
@@ -85,10 +131,16 @@ def placeholder_violations(files: list[dict[str, Any]]) -> list[Violation]:
             findings = scan_text(change["content"], path)
             mapped = [(f, f.line) for f in findings]
         elif isinstance(change.get("diff"), str):
-            lines = added_lines(change["diff"])
-            # Scan the added lines as a file of their own, then map back to new-file line numbers.
-            findings = scan_text("\n".join(text for _, text in lines) + "\n", path)
-            mapped = [(f, lines[f.line - 1][0] if 0 < f.line <= len(lines) else None) for f in findings]
+            try:
+                mapped = diff_findings(path, change["diff"], read_file)
+            except SandboxDenied as denial:
+                # A symlink or special file where the workspace should hold the file: blocking.
+                violations.append(
+                    Violation(
+                        Gate.PLACEHOLDERS, "placeholders.sandbox_denied", Severity.CRITICAL, path, None, str(denial)
+                    )
+                )
+                continue
         else:
             continue
         for finding, line in mapped:
