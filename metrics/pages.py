@@ -16,6 +16,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from metrics import charts
 from metrics.health import system_health
@@ -57,6 +58,7 @@ def _tile(kpi: Kpi, shown: dict[str, str]) -> dict[str, Any]:
 
 
 @page()
+@require_safe
 def overview(request: HttpRequest) -> HttpResponse:
     """KPI tiles, the last hour's throughput and run times, and the health summary."""
     now = timezone.now()
@@ -127,6 +129,7 @@ def _health(report: dict[str, Any]) -> dict[str, Any]:
 
 
 @page()
+@require_safe
 def health_page(request: HttpRequest) -> HttpResponse:
     """The components of ``/api/health``: status, latency, error or detail; the table polls every 5 s."""
     context = {**_health(system_health()), "checked_at": timezone.now()}

@@ -59,6 +59,8 @@ def page(predicate: Predicate = roles.can_view) -> Callable[[Callable[..., HttpR
 class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
     redirect_authenticated_user = True
+    # Not PUT: Django's form views take it as a POST, a second way to sign in that no form uses.
+    http_method_names = ["get", "head", "post", "options"]
 
 
 class LogoutView(auth_views.LogoutView):

@@ -8,4 +8,4 @@ used. Who may do what comes from :mod:`security.roles`, not from Django's
 per-model permissions, so the admin agrees with the API.
 """
 
-from tasks.admin import tasks, waivers, workers  # noqa: F401 - each registers its ModelAdmin
+from tasks.admin import saved_views, tasks, waivers, workers  # noqa: F401 - each registers its ModelAdmin

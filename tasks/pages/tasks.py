@@ -16,7 +16,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from config.errors import InvalidInput, NotFound
 from metrics.stream.channels import TASKS, resume_id
@@ -60,6 +60,7 @@ def describe(querystring: str) -> str:
 
 
 @page()
+@require_safe
 def task_list(request: HttpRequest) -> HttpResponse:
     return render_list(request, request.GET)
 
