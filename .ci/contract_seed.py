@@ -26,9 +26,9 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.models import Group  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
 
 from security.roles import OPERATOR  # noqa: E402
+from security.tokens import token_issue  # noqa: E402
 from tasks.models import Gate, WaiverReason  # noqa: E402
 from tasks.review.waivers import waiver_request  # noqa: E402
 
@@ -37,7 +37,7 @@ def main() -> None:
     call_command("ensure_admin", stdout=io.StringIO())
     User = get_user_model()
     admin = User.objects.get(username=os.environ.get("ADMIN_USERNAME", "admin"))
-    token, _ = Token.objects.get_or_create(user=admin)
+    _, key = token_issue(user=admin, actor="system", name="contract tests")
     operator, created = User.objects.get_or_create(username="ci-operator")
     if created:
         operator.set_unusable_password()
@@ -51,7 +51,7 @@ def main() -> None:
         justification="Seeded for the API contract test of CI.",
         expires_at=timezone.now() + timedelta(days=30),
     )
-    print(token.key, waiver.pk)
+    print(key, waiver.pk)
 
 
 if __name__ == "__main__":

@@ -52,14 +52,14 @@ def unapplied() -> list[str]:
 
 def seed() -> None:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from audit.services import audit_record
+    from security.tokens import token_issue
 
     os.environ.setdefault("ADMIN_PASSWORD", "migrations-roundtrip-only")
     call_command("ensure_admin", verbosity=0, stdout=io.StringIO())
     user = get_user_model().objects.get(username="admin")
-    Token.objects.get_or_create(user=user)
+    token_issue(user=user, actor="system", name="roundtrip")
     with transaction.atomic():
         audit_record(actor="system", action="ci.migrations", resource_type="ci", resource_id="roundtrip")
 

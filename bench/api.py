@@ -112,17 +112,18 @@ def credentials() -> tuple[str, str]:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.auth.models import Group, User
     from django.contrib.sessions.backends.db import SessionStore
-    from rest_framework.authtoken.models import Token
+
+    from security.tokens import token_issue
 
     user, _ = User.objects.get_or_create(username="bench", defaults={"is_staff": True})
     user.groups.add(Group.objects.get(name="admin"))
-    token, _ = Token.objects.get_or_create(user=user)
+    _, key = token_issue(user=user, actor="system", name="bench")
     session = SessionStore()
     session[SESSION_KEY] = str(user.pk)
     session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.save()
-    return token.key, session.session_key
+    return key, session.session_key
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 USERS = """
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
+from security.tokens import token_issue
 user = User.objects.create_superuser("bench", password="bench-password-1")
-print("TOKEN", Token.objects.create(user=user).key)
+print("TOKEN", token_issue(user=user, actor="system", name="bench")[1])
 """
 
 

@@ -18,7 +18,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import validate_host
-from rest_framework.authtoken.models import Token
+
+from security.tokens import token_user
 
 DEV_HOSTS = ["localhost", "127.0.0.1", "[::1]", ".localhost"]
 
@@ -42,10 +43,8 @@ def origin_allowed(origin: str, host_header: str | None) -> bool:
 
 @database_sync_to_async
 def _token_user(key: str) -> Any:
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
-        return None
-    return token.user
+    found = token_user(key)
+    return found[0] if found else None
 
 
 class ChatAuth:

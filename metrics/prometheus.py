@@ -49,7 +49,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily, Metric
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -57,6 +57,7 @@ from rest_framework.views import APIView
 
 from metrics import instruments
 from security.permissions import IsViewer
+from security.tokens import ApiTokenAuthentication
 from tasks.dispatch import breakers, fleet
 from tasks.models import Priority, Task, Worker
 from tasks.states import TRANSITIONS as LEGAL_TRANSITIONS
@@ -194,7 +195,7 @@ def exposition() -> bytes:
     return generate_latest(registry)
 
 
-class BearerTokenAuthentication(TokenAuthentication):
+class BearerTokenAuthentication(ApiTokenAuthentication):
     """The same DRF tokens, sent as ``Authorization: Bearer <key>`` (what most scrapers send)."""
 
     keyword = "Bearer"
@@ -211,7 +212,7 @@ class _ErrorsAsJSON(BaseContentNegotiation):
 
 
 class MetricsView(APIView):
-    authentication_classes = [TokenAuthentication, BearerTokenAuthentication, SessionAuthentication]
+    authentication_classes = [ApiTokenAuthentication, BearerTokenAuthentication, SessionAuthentication]
     permission_classes = [IsViewer]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _ErrorsAsJSON

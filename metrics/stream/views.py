@@ -46,10 +46,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django_eventstream.storage import EventDoesNotExist
 from django_eventstream.utils import get_channelmanager, get_storage, make_id, sse_encode_event
 from django_eventstream.views import Listener, get_listener_manager
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from metrics.stream.channels import METRICS, TASKS, task_channel
+from security.tokens import ApiTokenAuthentication
 from tasks.models import Task
 
 # Seconds between keep-alive comments on an idle stream (proxies drop silent connections).
@@ -124,7 +124,7 @@ KINDS = {"/api/v1/tasks/stream": TASKS_KIND, "/api/v1/metrics/stream": METRICS_K
 def _user(request: HttpRequest) -> Any:
     """The token's user (scripts), else the session's (browsers); 401 for a bad token."""
     try:
-        found = TokenAuthentication().authenticate(request)
+        found = ApiTokenAuthentication().authenticate(request)
     except AuthenticationFailed as exc:
         body = {"detail": str(exc.detail), "code": "authentication_failed"}
         raise Refused(401, body, {"WWW-Authenticate": "Token"}) from None

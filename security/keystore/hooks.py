@@ -43,6 +43,18 @@ def audit_read(read: keystore.Read) -> None:
         logger.warning("keystore read of %s (%s) not audited: %s", read.name, read.reason, type(exc).__name__)
 
 
+def _follow_settings(*, setting: str, **kwargs: object) -> None:
+    """A changed ``KEYSTORE_URL`` (tests' ``override_settings``) means another provider and other keys."""
+    if setting in {"KEYSTORE_URL", "DATA_DIR"}:
+        from security import crypto
+
+        keystore.reset()
+        crypto.reload()
+
+
 def install() -> None:
+    from django.core.signals import setting_changed
+
     keystore._on_read = audit_read
     keystore._register_secret = register_secret
+    setting_changed.connect(_follow_settings, dispatch_uid="agency-keystore-settings")

@@ -22,9 +22,9 @@ django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.models import Group  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
 
 from security.roles import ADMIN, OPERATOR, VIEWER  # noqa: E402
+from security.tokens import token_issue  # noqa: E402
 
 # One persona per role, named as in tests/conftest.py.
 PERSONAS = {VIEWER: "vera", OPERATOR: "otto", ADMIN: "ada"}
@@ -40,8 +40,8 @@ def main() -> None:
         user.save()
         # The groups come from a migration; a role this script invented would prove nothing.
         user.groups.add(Group.objects.get(name=role))
-        token, _ = Token.objects.get_or_create(user=user)
-        seeded[role] = {"username": username, "password": password, "token": token.key}
+        _, key = token_issue(user=user, actor="system", name="browser tests")
+        seeded[role] = {"username": username, "password": password, "token": key}
     json.dump(seeded, sys.stdout)
 
 

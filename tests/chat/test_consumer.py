@@ -10,13 +10,13 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from rest_framework.authtoken.models import Token
 
 from chat import services
 from chat.models import ChatMessage
 from chat.watch import process
 from config.asgi import application
 from tasks.transitions import TaskChanged
+from tests.conftest import api_key_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +32,7 @@ def async_test(fn):
 
 
 def token_header(user) -> list[tuple[bytes, bytes]]:
-    key = Token.objects.get_or_create(user=user)[0].key
+    key = api_key_for(user)
     return [(b"authorization", f"Token {key}".encode())]
 
 

@@ -23,7 +23,6 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from metrics import instruments, prometheus
@@ -33,6 +32,7 @@ from tasks.dispatch import claims
 from tasks.dispatch.dispatcher import Dispatcher
 from tasks.exceptions import IllegalTransition
 from tasks.models import Task, Worker
+from tests.conftest import api_key_for
 from tests.tasks.conftest import WORKER_TOKEN, reference_worker_process
 
 URL = "/metrics"
@@ -125,7 +125,7 @@ def test_a_viewer_token_gets_every_metric_family(viewer_client):
 
 def test_a_viewer_token_sent_as_bearer_works_as_scrapers_send_it(viewer):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=viewer).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(viewer)}")
     assert client.get(URL).status_code == 200
 
 

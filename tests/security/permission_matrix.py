@@ -361,9 +361,9 @@ ASGI_ROWS = (
 # Who is let into the console at all: a staff user. The signed-in principals of these rows are
 # all staff (a role without is_staff is sent to the login like anonymous,
 # tests/tasks/test_admin.py); what they may do there comes from their role. Users, groups,
-# tokens and chat keep Django's per-model permissions, which the roles do not grant: only
+# and chat keep Django's per-model permissions, which the roles do not grant: only
 # superusers manage them there.
-CONSOLE_APPS = ("auth", "authtoken", "audit", "tasks", "chat")
+CONSOLE_APPS = ("auth", "security", "audit", "tasks", "chat")
 STAFF = SIGNED_IN
 
 
@@ -406,7 +406,9 @@ CONSOLE_MODELS = (
         ),
         note="superusers only",
     ),
-    Console("authtoken/tokenproxy", "{viewer_user}", NO_ONE, NO_ONE, NO_ONE, NO_ONE, note="superusers only"),
+    Console(
+        "security/apitoken", "{api_token}", ADMINS, NO_ONE, NO_ONE, ADMINS, note="revoked here, issued by create_token"
+    ),
     Console("audit/auditrecord", "{audit_record}", VIEWERS, NO_ONE, NO_ONE, NO_ONE, note="read-only for everyone"),
     Console(
         "tasks/task",

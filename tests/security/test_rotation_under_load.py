@@ -9,7 +9,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from security import crypto, keystore
+from security import crypto
 from tasks import services
 from tasks.models import Task, Worker
 from tests.tasks.conftest import start_reference_worker
@@ -35,7 +35,7 @@ def rotate_keys(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_rotation_under_load_completes_with_no_task_failing_and_the_old_key_removable(
-    settings, tmp_path, monkeypatch, start_reference_worker, dispatch_process, operator
+    settings, tmp_path, monkeypatch, fresh_keystore, start_reference_worker, dispatch_process, operator
 ):
     keys = tmp_path / "keys"
     keys.mkdir(mode=0o700)
@@ -44,8 +44,6 @@ def test_rotation_under_load_completes_with_no_task_failing_and_the_old_key_remo
     for name, value in {"KEYSTORE_URL": f"file://{keys}", "KEYSTORE_REFRESH_S": str(REFRESH_S)}.items():
         monkeypatch.setenv(name, value)  # for the dispatcher and rotate_keys processes
         setattr(settings, name, value if name == "KEYSTORE_URL" else float(value))
-    keystore.reset()
-    crypto.reload()
 
     worker = start_reference_worker("--capacity", "64", "--log-memory", "100", token="rotation-worker-token-1")
     register(worker)

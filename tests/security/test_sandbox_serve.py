@@ -23,7 +23,7 @@ def test_a_tasks_files_land_in_the_workspace_under_data_dir(tmp_path):
     env |= {"DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
     manage("migrate", "--noinput", env=env)
     manage("ensure_admin", env=env)
-    token = manage("drf_create_token", "admin", env=env).split()[2]
+    token = manage("create_token", "admin", env=env).strip()
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],

@@ -39,7 +39,7 @@ def test_a_task_created_through_the_api_completes_with_its_progress_events(tmp_p
     login = manage("ensure_admin", env=env)
     assert "user: admin" in login
     assert "password: " in login
-    token = manage("drf_create_token", "admin", env=env).split()[2]
+    token = manage("create_token", "admin", env=env).strip()
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],

@@ -57,5 +57,5 @@ class Command(BaseCommand):
             f"  Log in at:        {base}/   user: {username}   password: {shown}\n"
             f"  Operator console: {base}/admin/ (the same account)\n"
             f"  API:              {base}/api/v1/tasks   docs: {base}/api/docs/\n"
-            f"  API token:        .venv/bin/python manage.py drf_create_token {username}\n"
+            f"  API token:        .venv/bin/python manage.py create_token {username}\n"
         )

@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[3]
 
 USERS_SCRIPT = """
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
+from security.tokens import token_issue
 for name, role in (("viewer", "viewer"), ("operator", "operator"), ("nobody", None)):
     user, _ = User.objects.get_or_create(username=name)
     if role:
         user.groups.add(Group.objects.get(name=role))
-    print(name, Token.objects.get_or_create(user=user)[0].key)
+    print(name, token_issue(user=user, actor="system", name="tests")[1])
 """
 
 

@@ -1,0 +1,80 @@
+"""API tokens: issued once, kept as digests, checked by digest (``ApiToken``).
+
+The one door through which tokens are made, looked up and revoked: the DRF authentication
+class, the chat socket, the SSE streams and Prometheus all call :func:`token_user`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from audit.services import audit_record
+from security.models import ApiToken
+
+KEY_PREFIX = "agy_"
+# How stale ``last_used_at`` may get: one UPDATE a minute per token, not one per request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+TOKEN_ISSUE = "token.issue"  # noqa: S105 - audit action names
+TOKEN_REVOKE = "token.revoke"  # noqa: S105
+
+
+def digest_of(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def token_issue(*, user: Any, actor: str, name: str = "") -> tuple[ApiToken, str]:
+    """A new token for ``user``: the row, and the key, which exists nowhere else once returned."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        token = ApiToken.objects.create(user=user, name=name[:100], prefix=key[:12], digest=digest_of(key))
+        audit_record(
+            actor=actor,
+            action=TOKEN_ISSUE,
+            resource_type="api_token",
+            resource_id=token.pk,
+            data={"user": user.pk, "name": token.name, "prefix": token.prefix},
+        )
+    return token, key
+
+
+def token_revoke(*, token: ApiToken, actor: str) -> None:
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action=TOKEN_REVOKE,
+            resource_type="api_token",
+            resource_id=token.pk,
+            data={"user": token.user_id, "prefix": token.prefix},
+        )
+        token.delete()
+
+
+def token_user(key: str) -> tuple[Any, ApiToken] | None:
+    """The active user a key belongs to, and its token; None for an unknown key or an inactive user."""
+    if not key or len(key) > 200:
+        return None
+    token = ApiToken.objects.select_related("user").filter(digest=digest_of(key)).first()
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user, token
+
+
+class ApiTokenAuthentication(authentication.TokenAuthentication):
+    """DRF's ``Authorization: Token <key>`` header, checked against the digests."""
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, ApiToken]:
+        found = token_user(key)
+        if found is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return found
