@@ -10,6 +10,7 @@ from audit import selectors
 from audit.models import AuditRecord
 from config.admin_paginator import EstimatedCountPaginator
 from security import roles
+from security.admin_lookups import DeclaredLookupsOnly
 
 
 class _IndexedValuesFilter(admin.SimpleListFilter):
@@ -36,7 +37,7 @@ class ResourceTypeFilter(_IndexedValuesFilter):
 
 
 @admin.register(AuditRecord)
-class AuditRecordAdmin(admin.ModelAdmin):
+class AuditRecordAdmin(DeclaredLookupsOnly, admin.ModelAdmin):
     """Read-only for everyone, superusers included (the database refuses changes anyway).
 
     Fast on a million rows: an estimated count for the unfiltered list, filter

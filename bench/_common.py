@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -44,6 +46,9 @@ LOCAL_PRODUCTION = {
     "SESSION_COOKIE_SECURE": "false",
     "CSRF_COOKIE_SECURE": "false",
     "EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8",
+    # DEBUG off needs a keystore: one master key for this run, shared by every process it starts.
+    "KEYSTORE_URL": "env://",
+    "AGENCY_MASTER_KEYS": Fernet.generate_key().decode(),
 }
 WORKER_NAME = "bench-ref"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -55,8 +60,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def base_env(**extra: str | None) -> dict[str, str]:
     """The environment of every Django process of a benchmark (the driver's children and itself).
 
-    DEBUG off (no query log growing in long runs), a fixed SECRET_KEY so that all processes
-    decrypt the worker token alike. ``extra`` values of None remove a variable.
+    DEBUG off (no query log growing in long runs), a fixed SECRET_KEY, and one master key for
+    the run so that all processes decrypt the worker token alike. ``extra`` values of None remove a variable.
     """
     env = dict(os.environ)
     for name in ("DATABASE_URL", "REDIS_URL", "SQLITE_PATH", "AGENCY_LEASE_S", "AGENCY_POLL_S", "AGENCY_REAP_S"):

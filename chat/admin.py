@@ -3,9 +3,10 @@
 from django.contrib import admin
 
 from chat.models import ChatMessage, ChatSession
+from security.admin_lookups import DeclaredLookupsOnly
 
 
-class ReadOnly(admin.ModelAdmin):
+class ReadOnly(DeclaredLookupsOnly, admin.ModelAdmin):
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 

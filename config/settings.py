@@ -9,6 +9,7 @@ channels-redis. Every variable is documented in ``.env.example``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -39,8 +40,11 @@ def _dev_secret_key() -> str:
     """A per-checkout secret kept in DATA_DIR, so sessions survive restarts."""
     path = DATA_DIR / "dev-secret-key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        # Created 0600 from the start (never readable by others, not even for a moment).
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 

@@ -14,13 +14,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from security import roles
+from security.admin_lookups import DeclaredLookupsOnly
 from security.models import ApiToken
 from security.principals import Principal
 from security.tokens import token_revoke
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(DeclaredLookupsOnly, admin.ModelAdmin):
     list_display = ["prefix", "user", "name", "created_at", "last_used_at"]
     list_select_related = ["user"]
     search_fields = ["prefix", "user__username", "name"]

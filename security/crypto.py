@@ -20,6 +20,7 @@ Plaintext never reaches the database, and ciphertext from an unknown key fails l
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
@@ -62,15 +63,20 @@ class _Keyring:
         self._keys: list[str] = []
         self._multi: MultiFernet | None = None
         self._primary: Fernet | None = None
-        self._loaded_at = 0.0
+        self._loaded_at = 0.0  # the last read attempt
+        self._confirmed_at = 0.0  # the last read that succeeded
         self._missed_at = 0.0
+        # Ciphertexts (by digest) that did not open even after a fresh read: a token under a
+        # key nobody holds any more is an expected state (restored backup, lost key), and must
+        # not cost a keystore read and an audit record at every worker refresh.
+        self._hopeless: dict[str, float] = {}
 
     def _load(self, reason: str) -> None:
         keys = keystore.master_keys(reason=reason)
         self._keys = keys
         self._multi = MultiFernet([Fernet(k.encode()) for k in keys])
         self._primary = Fernet(keys[0].encode())
-        self._loaded_at = time.monotonic()
+        self._loaded_at = self._confirmed_at = time.monotonic()
 
     def current(self) -> tuple[MultiFernet, Fernet]:
         with self._lock:
@@ -82,6 +88,22 @@ class _Keyring:
                 raise keystore.KeystoreError("no master keys loaded")
             return self._multi, self._primary
 
+    def for_encryption(self) -> MultiFernet:
+        """The keys to encrypt under, refused when they could not be re-read for two refresh intervals.
+
+        A process cut off from its keystore keeps decrypting with what it holds; but writing
+        under a primary key that rotation may have replaced, and ``rotate_keys --drop-old`` may
+        remove, would make that row unreadable for everyone else.
+        """
+        multi, _ = self.current()
+        stale = time.monotonic() - self._confirmed_at
+        if stale > 2 * settings.KEYSTORE_REFRESH_S:
+            raise keystore.KeystoreError(
+                f"the master keys could not be read again for {stale:.0f} s; refusing to encrypt under keys that "
+                "may have been rotated (is the keystore reachable?)"
+            )
+        return multi
+
     def _refresh(self, reason: str) -> bool:
         """Read the keys again; True when they changed. A keystore that fails keeps the keys held."""
         before = self._keys
@@ -90,15 +112,31 @@ class _Keyring:
         except keystore.KeystoreError:
             self._loaded_at = time.monotonic()  # retried at the next interval, not at every call
             return False
-        return self._keys != before
+        if self._keys != before:
+            self._hopeless.clear()
+            return True
+        return False
 
-    def after_miss(self) -> bool:
-        """A ciphertext failed under the held keys: read them again (rate-limited); True if they changed."""
+    def after_miss(self, ciphertext: str) -> bool:
+        """``ciphertext`` failed under the held keys: read them again; True if they changed.
+
+        At most one read a second, and none for a ciphertext that already failed after a read
+        within the last refresh interval (until the keys change).
+        """
+        digest = hashlib.sha256(ciphertext.encode()).hexdigest()
         with self._lock:
-            if time.monotonic() - self._missed_at < MISS_RELOAD_INTERVAL_S:
+            now = time.monotonic()
+            if now - self._hopeless.get(digest, -1e12) < settings.KEYSTORE_REFRESH_S:
                 return False
-            self._missed_at = time.monotonic()
-            return self._refresh("a ciphertext under a key this process did not hold")
+            if now - self._missed_at < MISS_RELOAD_INTERVAL_S:
+                return False
+            self._missed_at = now
+            changed = self._refresh("a ciphertext under a key this process did not hold")
+            if not changed:
+                if len(self._hopeless) > 10_000:
+                    self._hopeless.clear()
+                self._hopeless[digest] = now
+            return changed
 
     @property
     def primary_key(self) -> str:
@@ -107,6 +145,7 @@ class _Keyring:
     def reset(self) -> None:
         with self._lock:
             self._keys, self._multi, self._primary = [], None, None
+            self._hopeless.clear()
 
 
 _keyring = _Keyring()
@@ -120,7 +159,7 @@ def reload() -> None:
 def encrypt(plaintext: str) -> str:
     if not plaintext:
         return ""
-    multi, _ = _keyring.current()
+    multi = _keyring.for_encryption()
     register_secret(plaintext)
     return multi.encrypt(plaintext.encode()).decode()
 
@@ -132,7 +171,7 @@ def decrypt(ciphertext: str) -> str:
     try:
         plaintext = multi.decrypt(ciphertext.encode()).decode()
     except InvalidToken:
-        if not _keyring.after_miss():
+        if not _keyring.after_miss(ciphertext):
             raise DecryptionError("stored secret cannot be decrypted with any master key") from None
         multi, _ = _keyring.current()
         try:

@@ -39,18 +39,30 @@ class Reason(models.TextChoices):
 
 
 # Cloud metadata services: AWS, GCP, Azure, OCI and DigitalOcean at 169.254.169.254, AWS ECS task
-# metadata at 169.254.170.2 and IMDS over IPv6 at fd00:ec2::254, Alibaba at 100.100.100.200, Azure's
-# WireServer at 168.63.129.16 (a public-looking address), Oracle Cloud Classic at 192.0.0.192.
+# metadata at 169.254.170.2 and IMDS over IPv6 at fd00:ec2::254, GCP over IPv6 at fd20:ce::254,
+# OpenStack over IPv6 at fe80::a9fe:a9fe, Alibaba at 100.100.100.200, Azure's WireServer at
+# 168.63.129.16 (a public-looking address), Oracle Cloud Classic at 192.0.0.192.
 # Never called, whatever EGRESS_ALLOWED_NETWORKS says: a worker is never one of these, and listing
 # a private or link-local range for real workers must not open them.
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "168.63.129.16", "192.0.0.192")
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "fd20:ce::254",
+        "fe80::a9fe:a9fe",
+        "100.100.100.200",
+        "168.63.129.16",
+        "192.0.0.192",
+    )
 )
 
 _UNSPECIFIED_V4 = ipaddress.ip_network("0.0.0.0/8")  # "this network": 0.x connects to this host on Linux
 _PRIVATE_V4 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
 _UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+# Deprecated site-local IPv6 (RFC 3879): private in practice, yet Python 3.11 calls it global.
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # ::a.b.c.d, deprecated by RFC 4291
 _NAT64 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48"))
 
@@ -144,7 +156,7 @@ def _range_refusal(address: IPAddress, *, loopback: bool) -> Reason | None:
         return None if loopback else Reason.LOOPBACK
     if address.is_link_local:
         return Reason.LINK_LOCAL
-    if address.version == 6 and address in _UNIQUE_LOCAL:
+    if address.version == 6 and (address in _UNIQUE_LOCAL or address in _SITE_LOCAL):
         return Reason.UNIQUE_LOCAL
     if address.version == 4 and any(address in net for net in _PRIVATE_V4):
         return Reason.PRIVATE

@@ -62,6 +62,8 @@ _PATTERNS = [
     (re.compile(r"(?i)(\b(?:sessionid|csrftoken|csrfmiddlewaretoken)=)[^;&\s'\"]+"), r"\1***"),
     (re.compile(r"(?i)(\bx-vault-token['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1***"),
     (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@"), r"\1***@"),
+    # This system's own API keys (security.tokens), never registered as values: only digests are kept.
+    (re.compile(r"\b(agy_)[A-Za-z0-9_-]{20,}"), r"\1***"),
     (
         re.compile(
             r"(?i)([?&;](?:token|access_token|refresh_token|id_token|api_key|apikey|key|secret|client_secret"

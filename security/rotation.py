@@ -8,13 +8,18 @@ read (compare-and-swap), so a token changed by someone else meanwhile is left as
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from cryptography.fernet import Fernet
 from django.apps import apps
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditRecord
@@ -25,6 +30,47 @@ from security.keystore import hooks
 
 class RotationRefused(Exception):
     """The step cannot be taken now; the message says why and what to do."""
+
+
+# Key of the PostgreSQL advisory lock that keeps two rotations apart ("agyrotat" as a bigint).
+ROTATION_LOCK_KEY = int.from_bytes(b"agyrotat", "big")
+
+
+@contextlib.contextmanager
+def one_rotation_at_a_time() -> Iterator[None]:
+    """Refuse to start while another ``rotate_keys`` runs: each step reads the keys, then writes them.
+
+    Two at once would lose a key (two ``--add-key``) or drop the one in use (``--drop-old``
+    beside an ``--add-key``). PostgreSQL: an advisory lock, across machines. SQLite (one
+    machine by construction): a lock file beside the database's data.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [ROTATION_LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                raise RotationRefused("another rotate_keys is running; try again when it has finished")
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [ROTATION_LOCK_KEY])
+        return
+    path = Path(settings.DATA_DIR) / "rotate-keys.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RotationRefused("another rotate_keys is running; try again when it has finished") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _unchanged(keys: list[str], *, actor: str, step: str) -> None:
+    """The keystore still holds ``keys``: nothing (a hand edit, another tool) changed them during the step."""
+    if keystore.master_keys(reason=f"rotation: {step}, check", actor=actor) != keys:
+        raise RotationRefused(f"the master keys changed in the keystore during {step}; nothing was written")
 
 
 @dataclass
@@ -134,9 +180,10 @@ def rotate(*, actor: str, batch_size: int = 200, max_passes: int = 5, progress=N
 def drop_old_keys(*, actor: str, wait: bool = True, now=None) -> str:
     """Keep only the primary key, once nothing needs the others.
 
-    Refused while a process may still encrypt under an old key (the last key was added less
-    than ``KEYSTORE_REFRESH_S`` ago, so a process that has not re-read the keystore would
-    write what nobody could read after the drop), and while any row is not under the primary.
+    Refused while a process may still encrypt under an old key, and while any row is not
+    under the primary. A process re-reads the keys every ``KEYSTORE_REFRESH_S`` and refuses to
+    encrypt once it has failed to for twice that (security.crypto), so two intervals after the
+    key was added no process can still be writing under an old one.
     """
     keys = keystore.master_keys(reason="rotation: drop the old keys", actor=actor)
     if len(keys) == 1:
@@ -144,12 +191,13 @@ def drop_old_keys(*, actor: str, wait: bool = True, now=None) -> str:
     added = (
         AuditRecord.objects.filter(action=hooks.KEY_ADDED).order_by("-seq").values_list("created_at", flat=True).first()
     )
-    refresh = timedelta(seconds=settings.KEYSTORE_REFRESH_S)
+    refresh = timedelta(seconds=2 * settings.KEYSTORE_REFRESH_S)
     age = (now or timezone.now()) - added if added is not None else refresh
     if wait and age < refresh:
         raise RotationRefused(
             f"the new key was added {int(age.total_seconds())} s ago and processes re-read the keystore every "
-            f"{settings.KEYSTORE_REFRESH_S:g} s (KEYSTORE_REFRESH_S): one that has not yet could still encrypt "
+            f"{settings.KEYSTORE_REFRESH_S:g} s (KEYSTORE_REFRESH_S; they stop encrypting after two failed "
+            "intervals): one that has not yet could still encrypt "
             f"under an old key; try again in {int((refresh - age).total_seconds()) + 1} s, or restart every "
             "process and pass --no-wait"
         )
@@ -160,6 +208,7 @@ def drop_old_keys(*, actor: str, wait: bool = True, now=None) -> str:
             f"undecryptable: {', '.join(check.undecryptable) or 'none'}); the old keys stay"
         )
     try:
+        _unchanged(keys, actor=actor, step="dropping the old keys")
         keystore.write_master_keys(keys[:1], actor=actor)
     except keystore.KeystoreReadOnly as exc:
         raise RotationRefused(

@@ -28,6 +28,15 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _keystore_probe_uncached(monkeypatch) -> None:
+    """Every health check reads the keystore afresh in tests (the cache is tested on its own)."""
+    from metrics import health
+
+    monkeypatch.setattr(health, "KEYSTORE_PROBE_TTL_S", 0.0)
+    monkeypatch.setattr(health, "_keystore_probe", None)
+
+
+@pytest.fixture(autouse=True)
 def _stream_publication(request) -> Any:
     """The SSE publisher thread stays out of tests unless they ask for it (``stream_publication``).
 

@@ -107,7 +107,7 @@ def provider_from_url(url: str, *, data_dir: str, embedded: bool) -> Provider:
             raise KeystoreError("KEYSTORE_URL file:// needs an absolute directory, e.g. file:///run/secrets/agency.")
         return files.FileProvider(parts.path, create_dev_key=False)
     if scheme.split("+")[0] in {"vault", "openbao"}:
-        return vault.VaultProvider.from_url(url)
+        return vault.VaultProvider.from_url(url, embedded=embedded)
     raise KeystoreError(f"KEYSTORE_URL: unknown scheme {scheme}:// (use env://, file:// or openbao://).")
 
 
@@ -173,7 +173,7 @@ def write_master_keys(keys: list[str], *, actor: str) -> None:
 
 def secret(name: str, *, reason: str, actor: str = "system") -> str:
     """A named secret's value; the read is audited and the value masked in every log from now on."""
-    if not name or name == MASTER_KEYS or not all(c.isalnum() or c in "._-" for c in name):
+    if not name or name == MASTER_KEYS or name[0] in ".-" or not all(c.isalnum() or c in "._-" for c in name):
         raise KeystoreError(f"invalid secret name {name!r} (letters, digits, '.', '_', '-')")
     value = provider().read(name)
     _record(name, [value], reason=reason, actor=actor)

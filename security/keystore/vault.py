@@ -44,7 +44,7 @@ class VaultProvider(Provider):
         self._renewable = False
 
     @classmethod
-    def from_url(cls, url: str) -> VaultProvider:
+    def from_url(cls, url: str, *, embedded: bool = True) -> VaultProvider:
         parts = urlsplit(url)
         base, _, transport = parts.scheme.lower().partition("+")
         if transport not in {"", "http", "https"}:
@@ -55,6 +55,9 @@ class VaultProvider(Provider):
         if not parts.hostname or len(segments) < 1:
             raise KeystoreError(f"KEYSTORE_URL: expected {base}://host:port/<kv mount>/<path prefix>")
         mount, prefix = segments[0], "/".join(segments[1:])
+        if transport == "http" and not embedded and parts.hostname not in {"127.0.0.1", "::1", "localhost"}:
+            # The token would cross the network in the clear.
+            raise KeystoreError(f"KEYSTORE_URL: {base}+http:// is for a server on loopback; use {base}+https://")
         server = f"{transport or 'https'}://{parts.netloc}"
         return cls(server=server, mount=mount, prefix=prefix, scheme=base)
 
@@ -62,7 +65,9 @@ class VaultProvider(Provider):
 
     def _login(self) -> hvac.Client:
         verify: bool | str = os.environ.get("VAULT_CACERT") or True
-        client = hvac.Client(url=self.server, timeout=TIMEOUT_S, verify=verify)
+        session = requests.Session()
+        session.trust_env = False  # no proxy or ~/.netrc from the environment between us and the keystore
+        client = hvac.Client(url=self.server, timeout=TIMEOUT_S, verify=verify, session=session)
         role_id = os.environ.get("VAULT_ROLE_ID", "")
         try:
             if role_id:

@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from config.errors import DomainError
 from security import roles
+from security.admin_lookups import DeclaredLookupsOnly
 
 # A bulk action runs one transaction per task or waiver inside the request; beyond this
 # many the operator should narrow the selection (or use the API from a script).
@@ -21,7 +22,7 @@ BULK_ACTION_LIMIT = 500
 MESSAGE_DETAIL_LIMIT = 20
 
 
-class ServiceOnlyAdmin(admin.ModelAdmin):
+class ServiceOnlyAdmin(DeclaredLookupsOnly, admin.ModelAdmin):
     """Roles decide, not per-model permissions: viewers read, operators add (through the
     model's create service) and act; nobody edits or deletes a row through a form, because
     every change goes through a service that writes its audit record (tasks are kept for the

@@ -19,6 +19,7 @@ from django.http import Http404, HttpRequest
 from config.errors import NotAuthenticated, NotFound
 from config.errors import PermissionDenied as DomainPermissionDenied
 from security import roles
+from security.admin_lookups import DeclaredLookupsOnly
 from security.redaction import redact_url
 from tasks import workers
 from tasks.admin.forms import WorkerForm
@@ -43,7 +44,7 @@ STATUS_FIELDS = ("has_token", "health_status", "health_checked_at", "breaker_sta
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(DeclaredLookupsOnly, admin.ModelAdmin):
     """Everyone with a role sees the registry; only the admin role changes it."""
 
     form = WorkerForm
@@ -59,7 +60,8 @@ class WorkerAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("enabled",)
-    # Not the URL: a search on it would let a viewer probe a stored credential one character at a time.
+    # Not the URL: a search (or a ?base_url__contains= lookup, refused by DeclaredLookupsOnly) would
+    # let a viewer probe a stored credential one character at a time.
     search_fields = ("name",)
     ordering = ("name",)
 

@@ -44,6 +44,9 @@ SSRF_CORPUS = [
     ("http://[2002:a9fe:a9fe::1]/", Reason.METADATA),  # 6to4 of the metadata address
     ("http://[2002:a00:1::]/", Reason.TRANSLATED),  # 6to4 of 10.0.0.1
     ("http://[fd00:ec2::254]/", Reason.METADATA),  # AWS IMDS over IPv6
+    ("http://[fd20:ce::254]/", Reason.METADATA),  # GCP metadata over IPv6
+    ("http://[fe80::a9fe:a9fe]/", Reason.METADATA),  # OpenStack metadata over IPv6
+    ("http://[fec0::1]/", Reason.UNIQUE_LOCAL),  # deprecated site-local, which Python calls global
     ("http://[fd12:3456::1]/", Reason.UNIQUE_LOCAL),
     ("http://169.254.1.1/", Reason.LINK_LOCAL),
     ("http://169.254.170.2/v2/credentials", Reason.METADATA),  # ECS task credentials
@@ -268,6 +271,8 @@ def test_a_listed_network_allows_what_it_contains(production, network, url):
         (["169.254.0.0/16"], "http://169.254.169.254/"),
         (["169.254.169.254/32"], "http://169.254.169.254/"),
         (["fd00::/8"], "http://[fd00:ec2::254]/"),
+        (["fc00::/7"], "http://[fd20:ce::254]/"),
+        (["fe80::/10"], "http://[fe80::a9fe:a9fe]/"),
         (["::ffff:0:0/96"], "http://[::ffff:169.254.169.254]/"),
         (["0.0.0.0/8"], "http://0.0.0.0:8765/"),
         (["::/128"], "http://[::]/"),

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from audit.models import AuditRecord
-from security import crypto, rotation
+from security import crypto, keystore, rotation
 from security.keystore import hooks
 from tasks.models import Worker
 
@@ -192,3 +192,74 @@ def test_health_names_a_stored_secret_no_key_opens(keys_dir, viewer_client):
     component = viewer_client.get("/api/health").json()["components"]["keystore"]
     assert component["status"] == "degraded"
     assert component["error"] == f"1 stored secret(s) open under no key: tasks.Worker:{lost.pk}"
+
+
+def test_two_rotations_at_once_are_refused(keys_dir):
+    with rotation.one_rotation_at_a_time(), pytest.raises(CommandError, match="another rotate_keys is running"):
+        call_command("rotate_keys", "--add-key", stdout=StringIO())
+    assert len(read_keys(keys_dir)) == 1  # the refused one wrote nothing
+
+
+def test_drop_old_refuses_when_the_keys_changed_during_its_pass(keys_dir, monkeypatch):
+    worker("alpha", "alpha-token-0123456789")
+    rotation.add_key(actor="system")
+    real = rotation.rotate
+
+    def someone_adds_a_key_meanwhile(**kwargs):
+        result = real(**kwargs)
+        write_keys(keys_dir, [Fernet.generate_key().decode(), *read_keys(keys_dir)])
+        return result
+
+    monkeypatch.setattr(rotation, "rotate", someone_adds_a_key_meanwhile)
+    with pytest.raises(rotation.RotationRefused, match="changed in the keystore during dropping the old keys"):
+        rotation.drop_old_keys(actor="system", wait=False)
+    assert len(read_keys(keys_dir)) == 3  # nothing dropped
+
+
+def test_drop_old_waits_two_refresh_intervals(keys_dir, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.KEYSTORE_REFRESH_S = 60
+    rotation.add_key(actor="system")
+    with pytest.raises(rotation.RotationRefused, match="try again in"):
+        rotation.drop_old_keys(actor="system", now=timezone.now() + timedelta(seconds=100))
+    assert "removed 1 old key" in rotation.drop_old_keys(actor="system", now=timezone.now() + timedelta(seconds=121))
+
+
+def test_a_process_that_cannot_reread_its_keys_stops_encrypting_but_still_decrypts(keys_dir, settings, monkeypatch):
+    import time as time_module
+
+    settings.KEYSTORE_REFRESH_S = 10
+    w = worker("alpha", "alpha-token-0123456789")
+    (keys_dir / "master-keys").chmod(0o644)  # the keystore now refuses every read
+    later = time_module.monotonic() + 25
+    monkeypatch.setattr(crypto.time, "monotonic", lambda: later)
+    assert Worker.objects.get(pk=w.pk).token == "alpha-token-0123456789"
+    with pytest.raises(keystore.KeystoreError, match="refusing to encrypt under keys that may have been rotated"):
+        crypto.encrypt("another-token-0123456789")
+
+
+def test_a_token_no_key_opens_is_not_a_keystore_read_at_every_refresh(keys_dir):
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"x" * 20).decode()
+    worker("alpha", "alpha-token-0123456789")  # keys held
+    reads = AuditRecord.objects.filter(action=hooks.SECRET_READ).count
+    before = reads()
+    for _ in range(5):
+        with pytest.raises(crypto.DecryptionError):
+            crypto.decrypt(foreign)
+        crypto._keyring._missed_at = 0.0  # past the once-a-second limit: only the negative cache stops it
+    assert reads() - before == 1
+
+
+def test_the_health_probe_reads_the_keystore_at_most_every_few_seconds(keys_dir, viewer_client, monkeypatch):
+    from metrics import health
+
+    monkeypatch.setattr(health, "KEYSTORE_PROBE_TTL_S", 10.0)
+    reads = []
+    real = keystore.probe
+    monkeypatch.setattr(keystore, "probe", lambda: reads.append(1) or real())
+    for _ in range(5):
+        assert viewer_client.get("/api/health").json()["components"]["keystore"]["status"] == "healthy"
+    assert len(reads) == 1

@@ -764,3 +764,19 @@ def test_the_change_page_shows_verdicts_and_violations_and_operators_override(cl
     record = AuditRecord.objects.get(action="task.override")
     assert record.actor == f"user:{operator.pk}"
     assert Verdict.objects.filter(task=task, automatic=False, decided_by=operator).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_lookup_no_filter_offers_is_refused_so_a_stored_url_cannot_be_probed(client, viewer):
+    from tasks.models import Worker
+
+    Worker.objects.create(name="legacy", base_url="https://svc:Sup3rS3cretPw@worker.example.com/run")
+    viewer.is_staff = True
+    viewer.save()
+    client.force_login(viewer)
+    for probe in ("base_url__contains=Sup3r", "base_url__contains=WRONG", "base_url__regex=S.p"):
+        response = client.get(f"/admin/tasks/worker/?{probe}")
+        # Django answers a disallowed lookup with a redirect to ?e=1 (an error), never the filtered list.
+        assert response.status_code in (302, 400), (probe, response.status_code)
+        assert b"legacy" not in response.content
+    assert client.get("/admin/tasks/worker/?enabled__exact=1").status_code == 200

@@ -40,8 +40,11 @@ class Command(BaseCommand):
                 user = User.objects.create_superuser(username=username, email="", password=password)
                 user.groups.add(Group.objects.get(name=ADMIN))
                 if not given:
-                    password_file.write_text(password + "\n")
-                    password_file.chmod(0o600)
+                    # 0600 from its creation: the password is never readable by others.
+                    password_file.unlink(missing_ok=True)
+                    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "w") as handle:
+                        handle.write(password + "\n")
             elif given:
                 user.set_password(given)
                 user.save(update_fields=["password"])

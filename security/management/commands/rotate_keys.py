@@ -43,12 +43,13 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 1.")
         actor = Principal.system("rotate_keys").actor
         try:
-            if drop_old:
-                self.stdout.write(rotation.drop_old_keys(actor=actor, wait=not no_wait))
-                return
-            if add_key:
-                self.stdout.write(rotation.add_key(actor=actor))
-            result = rotation.rotate(actor=actor, batch_size=batch_size)
+            with rotation.one_rotation_at_a_time():
+                if drop_old:
+                    self.stdout.write(rotation.drop_old_keys(actor=actor, wait=not no_wait))
+                    return
+                if add_key:
+                    self.stdout.write(rotation.add_key(actor=actor))
+                result = rotation.rotate(actor=actor, batch_size=batch_size)
         except (rotation.RotationRefused, keystore.KeystoreError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(

@@ -13,10 +13,10 @@ functions of their input, so the same result always gets the same violations.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from security.sandbox import SandboxDenied
@@ -158,14 +158,39 @@ def placeholder_violations(files: list[dict[str, Any]], read_file: ReadFile | No
 
 
 def _inside(path: str, prefix: str) -> bool:
-    return prefix in (".", "") or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+    prefix = posixpath.normpath(prefix) if prefix else "."
+    return prefix == "." or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def clean_relative_path(path: str) -> bool:
+    """Whether ``path`` is a plain relative POSIX path: no ``..``, ``.`` or empty part, no root, ``\\`` or NUL.
+
+    The paths come from the worker, which the control plane does not trust (a third-party
+    or compromised worker need not be the reference worker, which refuses such paths
+    itself): ``src/../infra/prod.tf`` would otherwise pass a scope of ``src/``.
+    """
+    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
 def scope_violations(files: list[dict[str, Any]], scope: dict[str, Any]) -> list[Violation]:
     scope_in, scope_out = scope.get("in") or [], scope.get("out") or []
     violations = []
     for change in files:
-        path = str(PurePosixPath(change["path"]))
+        path = change["path"]
+        if not clean_relative_path(path):
+            violations.append(
+                Violation(
+                    Gate.SCOPE,
+                    "scope.invalid_path",
+                    Severity.CRITICAL,
+                    path,
+                    None,
+                    f"{path!r} is not a plain relative path (absolute, '..', '.', empty part, backslash or NUL)",
+                )
+            )
+            continue
         excluded = next((p for p in scope_out if _inside(path, p)), None)
         if excluded is not None:
             violations.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.review.gates.checks import added_lines, run_gates, score
+from tasks.review.gates.checks import added_lines, run_gates, scope_violations, score
 
 PLACEHOLDER_FILE = "def handler():\n    # PLACEHOLDER: fill in\n    return 1\n"
 
@@ -102,3 +102,21 @@ def test_the_score_weighs_severities_and_floors_at_zero():
 def test_malformed_files_modified_entries_are_ignored_not_crashed_on():
     result = {"files_modified": [None, "x", {"operation": "create"}, {"path": 5}]}
     assert run_gates(spec={"risk_tier": 3}, result=result) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["src/../infra/prod.tf", "/srv/ws/T/infra/prod.tf", "./infra/x", "src//x", "src\\..\\infra", "src/\x00x", ""],
+)
+def test_a_path_a_worker_reports_that_is_not_plainly_relative_is_a_critical_scope_violation(path):
+    # A worker other than the reference worker need not refuse such paths; the gate does.
+    found = scope_violations(
+        [{"path": path, "operation": "create", "content": "x"}], {"in": ["src/"], "out": ["infra/"]}
+    )
+    assert [(v.rule, v.severity) for v in found] == [("scope.invalid_path", "critical")]
+
+
+def test_scope_prefixes_are_compared_normalised():
+    scope = {"in": ["./src//"], "out": ["src/vendor/./"]}
+    files = [{"path": "src/vendor/lib.py"}, {"path": "src/app.py"}]
+    assert [(v.rule, v.file) for v in scope_violations(files, scope)] == [("scope.out", "src/vendor/lib.py")]
