@@ -1,4 +1,7 @@
-"""``file:///dir``: one file a secret (Docker/Kubernetes secret mounts, systemd credentials).
+"""``file:///dir``: one file a secret (Docker secrets under /run/secrets, systemd credentials).
+
+Kubernetes secret volumes are symlinks into a ``..data`` directory, which this provider
+refuses like any symlink: there, use ``env://`` (secrets as environment variables) or OpenBao.
 
 A secret file that others could read, or that someone else owns, is refused rather than
 used: a key that has been readable by every local user is not a secret any more, and
@@ -33,13 +36,16 @@ class FileProvider(Provider):
         if self.create_dev_key:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
         try:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as exc:
             raise KeystoreError(f"keystore directory {self.directory}: {exc.strerror}") from exc
         info = os.fstat(fd)
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             os.close(fd)
             raise KeystoreError(f"keystore directory {self.directory} is writable by group or others (chmod go-w)")
+        if info.st_uid not in (os.geteuid(), 0):
+            os.close(fd)
+            raise KeystoreError(f"keystore directory {self.directory} is owned by uid {info.st_uid} (not us or root)")
         return fd
 
     def read(self, name: str) -> str:

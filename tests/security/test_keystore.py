@@ -130,6 +130,13 @@ def test_a_directory_others_can_write_is_refused(secrets_dir):
         files.FileProvider(str(secrets_dir), create_dev_key=False).read("token")
 
 
+def test_a_symlinked_keystore_directory_is_refused(secrets_dir, tmp_path):
+    secret_file(secrets_dir, "token", "value-long-enough")
+    (tmp_path / "link").symlink_to(secrets_dir)
+    with pytest.raises(keystore.KeystoreError, match="keystore directory"):
+        files.FileProvider(str(tmp_path / "link"), create_dev_key=False).read("token")
+
+
 def test_a_missing_file_says_where_it_was_looked_for(secrets_dir):
     with pytest.raises(keystore.SecretNotFound, match=f"no file token in {secrets_dir}"):
         files.FileProvider(str(secrets_dir), create_dev_key=False).read("token")

@@ -195,8 +195,31 @@ def test_health_names_a_stored_secret_no_key_opens(keys_dir, viewer_client):
 
 
 def test_two_rotations_at_once_are_refused(keys_dir):
-    with rotation.one_rotation_at_a_time(), pytest.raises(CommandError, match="another rotate_keys is running"):
-        call_command("rotate_keys", "--add-key", stdout=StringIO())
+    import threading
+
+    from django.db import connection
+
+    # The other rotation holds the lock from its own thread, hence its own database connection
+    # (a PostgreSQL advisory lock is re-entrant within one session).
+    held, release = threading.Event(), threading.Event()
+
+    def other_rotation() -> None:
+        try:
+            with rotation.one_rotation_at_a_time():
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_rotation)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(CommandError, match="another rotate_keys is running"):
+            call_command("rotate_keys", "--add-key", stdout=StringIO())
+    finally:
+        release.set()
+        thread.join(10)
     assert len(read_keys(keys_dir)) == 1  # the refused one wrote nothing
 
 
