@@ -387,6 +387,15 @@ AGENCY_REAP_S = env.float("AGENCY_REAP_S", default=2.0)
 AGENCY_RETRY_BASE_S = env.float("AGENCY_RETRY_BASE_S", default=2.0)
 AGENCY_RETRY_MAX_S = env.float("AGENCY_RETRY_MAX_S", default=300.0)
 
+# --- SQL explorer (read-only queries) -------------------------------------------------
+# PostgreSQL: the read-only role's URL (manage.py create_readonly_role makes the role); unset,
+# queries cannot run on PostgreSQL. SQLite needs nothing: a read-only connection of its own.
+DATABASE_READONLY_URL = env.str("DATABASE_READONLY_URL", default="")
+# A run's time limit (statement_timeout / SQLite progress handler).
+QUERY_TIMEOUT_S = env.float("QUERY_TIMEOUT_S", default=10.0)
+if QUERY_TIMEOUT_S <= 0:
+    raise ImproperlyConfigured("QUERY_TIMEOUT_S must be a positive number of seconds.")
+
 # --- Chat (WebSocket) ---------------------------------------------------------------
 # An active session without a message for this long expires.
 CHAT_SESSION_TTL_S = env.int("CHAT_SESSION_TTL_S", default=7 * 24 * 3600)

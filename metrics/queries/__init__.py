@@ -1,0 +1,1 @@
+"""Saved SQL queries and the read-only explorer (DESIGN.md: metrics)."""
