@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/", include("tasks.api.urls")),
     path("api/v1/", include("audit.api.urls")),
     path("api/v1/", include("chat.urls")),
+    path("api/v1/", include("metrics.queries.urls")),
     path("api/proxy/", include("tasks.api.proxy_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -76,6 +76,8 @@ def fetch(
                 raise _Done  # leave the transaction by rolling back: nothing a run did is ever kept
         except _Done:
             pass
+        except (UnicodeEncodeError, OverflowError) as exc:  # text or a value the driver cannot send
+            raise refused(f"The database cannot take this input: {exc}.") from None
         except pg_errors.QueryCanceled:
             raise QueryTimedOut(f"The query ran past {timeout_s:g} s and was stopped.") from None
         except psycopg.Error as exc:

@@ -120,6 +120,8 @@ def _sqlite_fetch(
             if "binding parameter" in str(exc):
                 raise refused(str(exc).rstrip(".") + ".", field="params") from None
             raise refused(_sqlite_message(exc)) from None
+        except (OverflowError, UnicodeEncodeError) as exc:  # a value or text SQLite cannot take
+            raise refused(f"The database cannot take this input: {exc}.", field="params" if params else "sql") from None
         except (sqlite3.DatabaseError, sqlite3.Warning) as exc:
             if "interrupted" in str(exc):
                 raise QueryTimedOut(f"The query ran past {timeout_s:g} s and was stopped.") from None

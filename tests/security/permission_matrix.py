@@ -179,6 +179,7 @@ PENDING = {"waiver_id": "{pending_waiver}"}
 APPROVED = {"waiver_id": "{approved_waiver}"}
 WORKER = {"name": "{worker}"}
 CHAT = {"session_id": "{chat_session}"}
+QUERY = {"query_id": "{saved_query}"}
 OWNER_OR_ADMIN = frozenset({OPERATOR, ADMIN})
 SIGNED_IN_ONWARDS = {ANONYMOUS: 200, **dict.fromkeys(SIGNED_IN, 302)}
 
@@ -248,6 +249,28 @@ APP_ROWS = (
     url("api/v1/workers/<slug:name>/enable", Door.API, post(ADMINS, 200), values=WORKER),
     url("api/v1/workers/<slug:name>/disable", Door.API, post(ADMINS, 200, {"reason": "matrix"}), values=WORKER),
     url("api/v1/audit", Door.API, get(VIEWERS)),
+    url(
+        "api/v1/queries",
+        Door.API,
+        get(VIEWERS),
+        post(ADMINS, 400, note="an empty body: 400 shows the door opened; saving is tested in tests/metrics"),
+    ),
+    url(
+        "api/v1/queries/<uuid:query_id>",
+        Door.API,
+        get(VIEWERS),
+        Access("PATCH", ADMINS, 200, body={"description": "matrix"}),
+        Access("DELETE", ADMINS, 204),
+        values=QUERY,
+        note="a shared query",
+    ),
+    url(
+        "api/v1/queries/<uuid:query_id>/run",
+        Door.API,
+        post(VIEWERS, 400, {"params": "not an object"}, note="bad parameters: 400 shows the door opened"),
+        values=QUERY,
+    ),
+    url("api/v1/queries/<uuid:query_id>/runs", Door.API, get(VIEWERS), values=QUERY),
     url("api/v1/chat/session", Door.API, post(VIEWERS, 201, {"title": "mine"}), note="a session of one's own"),
     url("api/v1/chat/sessions", Door.API, get(VIEWERS), note="one's own sessions"),
     url(
@@ -363,7 +386,7 @@ ASGI_ROWS = (
 # tests/tasks/test_admin.py); what they may do there comes from their role. Users, groups,
 # and chat keep Django's per-model permissions, which the roles do not grant: only
 # superusers manage them there.
-CONSOLE_APPS = ("auth", "security", "audit", "tasks", "chat")
+CONSOLE_APPS = ("auth", "security", "audit", "tasks", "metrics", "chat")
 STAFF = SIGNED_IN
 
 
@@ -431,6 +454,8 @@ CONSOLE_MODELS = (
     ),
     Console("tasks/worker", "{worker_pk}", VIEWERS, ADMINS, ADMINS, ADMINS),
     Console("tasks/savedview", "{saved_view}", VIEWERS, NO_ONE, NO_ONE, NO_ONE, note="owners keep them"),
+    Console("metrics/savedquery", "{saved_query}", ADMINS, NO_ONE, NO_ONE, NO_ONE, note="changed through the API"),
+    Console("metrics/queryrun", "{query_run}", ADMINS, NO_ONE, NO_ONE, NO_ONE, note="the run history"),
     Console("chat/chatsession", "{chat_session}", NO_ONE, NO_ONE, NO_ONE, NO_ONE, note="superusers only"),
     Console("chat/chatmessage", "{chat_message}", NO_ONE, NO_ONE, NO_ONE, NO_ONE, note="superusers only"),
 )

@@ -39,6 +39,8 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditRecord
 from chat import services as chat_services
+from metrics.models import QueryRun
+from metrics.queries import services as query_services
 from security.models import ApiToken
 from tasks import services
 from tasks.models import Task, Verdict, Worker
@@ -161,6 +163,9 @@ def build_world() -> dict[str, Any]:
     session = chat_services.session_create(actor=operator, title="ops")
     message = chat_services.message_post(actor=operator, session=session, content="hello")
     saved = services.saved_view_create(actor=viewer, name="mine", query="state=queued")
+    saved_query = query_services.query_create(
+        actor=admin, name="matrix", sql="SELECT title FROM tasks_task", shared=True
+    )
     values = {
         "task": str(task.pk),
         "reviewed_task": str(reviewed.pk),
@@ -172,6 +177,8 @@ def build_world() -> dict[str, Any]:
         "chat_session": str(session.pk),
         "chat_message": str(message.pk),
         "saved_view": str(saved.pk),
+        "saved_query": str(saved_query.pk),
+        "query_run": str(QueryRun.objects.create(query=saved_query, user=admin, outcome="ok").pk),
         "api_token": str(ApiToken.objects.create(user=viewer, prefix="agy_matrix", digest="0" * 64).pk),
         "audit_record": str(AuditRecord.objects.order_by("seq").first().pk),
         "group": str(Group.objects.get(name="viewer").pk),

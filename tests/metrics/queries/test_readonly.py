@@ -241,3 +241,12 @@ def test_create_readonly_role_prints_the_url_to_set(monkeypatch):
         assert cursor.fetchone() == (False,)
         cursor.execute("SELECT has_column_privilege(%s, 'tasks_worker', 'token_ciphertext', 'SELECT')", [role])
         assert cursor.fetchone() == (False,)
+
+
+def test_values_the_database_cannot_take_are_refused_not_crashed():
+    if connection.vendor == "sqlite":  # PostgreSQL takes it as a numeric
+        with pytest.raises(QueryRefused) as caught:
+            readonly.run("SELECT :n AS n", {"n": 2**70}, limit=1)
+        assert "params" in caught.value.fields
+    with pytest.raises(QueryRefused):
+        readonly.run("SELECT '\ud800' AS s", {}, limit=1)
