@@ -62,6 +62,15 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """DRF takes ``0``, ``1``, ``"yes"`` and ``"on"`` for booleans; these fields take JSON true and false only."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            raise serializers.ValidationError(f"Must be true or false, not {type(data).__name__}.")
+        return data
+
+
 class StrictCharField(StrictStringMixin, serializers.CharField):
     pass
 

@@ -15,28 +15,29 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.openapi import error
-from config.strict import StrictSerializer
+from config.strict import StrictBooleanField, StrictCharField, StrictIntegerField, StrictRegexField, StrictSerializer
 from metrics.models import ParameterType, QueryRun, SavedQuery
 from metrics.queries import services
 from security.permissions import IsAdminOrReadOnly
 
 NOT_FOUND = error("No saved query with this id that you may see.")
 FORBIDDEN = error("No role, or changing a query without the admin role.")
+DUPLICATE = error("The owner already has a query with this name.")
 HISTORY = 100
 
 
 class ParameterSerializer(StrictSerializer):
-    name = serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    name = StrictRegexField(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     type = serializers.ChoiceField(choices=ParameterType.choices, default=ParameterType.TEXT)
     default = serializers.JSONField(required=False)
 
 
 class QueryWriteSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
-    sql = serializers.CharField(max_length=20_000, trim_whitespace=False)
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(max_length=5000, required=False, allow_blank=True, default="")
+    sql = StrictCharField(max_length=20_000, trim_whitespace=False)
     parameters = ParameterSerializer(many=True, required=False, default=list)
-    shared = serializers.BooleanField(required=False, default=False)
+    shared = StrictBooleanField(required=False, default=False)
 
 
 class QueryUpdateSerializer(QueryWriteSerializer):
@@ -54,9 +55,11 @@ class QuerySerializer(serializers.ModelSerializer):
 
 
 class RunRequestSerializer(StrictSerializer):
-    params = serializers.JSONField(required=False, default=dict, help_text="Values of the query's parameters.")
-    limit = serializers.IntegerField(min_value=1, max_value=services.MAX_PAGE, required=False, default=100)
-    offset = serializers.IntegerField(min_value=0, max_value=100_000, required=False, default=0)
+    params = serializers.JSONField(
+        required=False, default=dict, allow_null=True, help_text="Values of the query's parameters (null: none)."
+    )
+    limit = StrictIntegerField(min_value=1, max_value=services.MAX_PAGE, required=False, default=100)
+    offset = StrictIntegerField(min_value=0, max_value=100_000, required=False, default=0)
 
 
 class RunResultSerializer(serializers.Serializer):
@@ -90,7 +93,7 @@ class QueryListView(APIView):
 
     @extend_schema(
         request=QueryWriteSerializer,
-        responses={201: QuerySerializer, 403: FORBIDDEN},
+        responses={201: QuerySerializer, 403: FORBIDDEN, 409: DUPLICATE},
         summary="Save a query (admin role)",
     )
     def post(self, request: Request) -> Response:
@@ -109,7 +112,7 @@ class QueryDetailView(APIView):
 
     @extend_schema(
         request=QueryUpdateSerializer,
-        responses={200: QuerySerializer, 403: FORBIDDEN, 404: NOT_FOUND},
+        responses={200: QuerySerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: DUPLICATE},
         summary="Change a saved query (admin role)",
     )
     def patch(self, request: Request, query_id: Any) -> Response:
@@ -134,7 +137,10 @@ class QueryRunView(APIView):
     def post(self, request: Request, query_id: Any) -> Response:
         body = RunRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        page = services.query_run(actor=request.user, query_id=query_id, **body.validated_data)
+        fields = dict(body.validated_data)
+        if fields.get("params") is None:
+            fields["params"] = {}
+        page = services.query_run(actor=request.user, query_id=query_id, **fields)
         return Response(
             {"columns": page.columns, "rows": page.rows, "more": page.more, "duration_ms": page.duration_ms}
         )

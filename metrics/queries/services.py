@@ -16,7 +16,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.services import audit_record
-from config.errors import InvalidInput, NotFound
+from config.errors import Conflict, InvalidInput, NotFound
 from metrics.models import ParameterType, QueryRun, RunOutcome, SavedQuery
 from metrics.queries import readonly
 from metrics.queries.errors import QueryRefused, QueryTimedOut
@@ -32,6 +32,10 @@ QUERY_CREATE, QUERY_UPDATE, QUERY_DELETE, QUERY_RUN = "query.create", "query.upd
 
 class QueryNotFound(NotFound):
     code = "query_not_found"
+
+
+class DuplicateName(Conflict):
+    code = "query_name_taken"
 
 
 def queries_visible(*, actor: Any) -> QuerySet[SavedQuery]:
@@ -145,7 +149,7 @@ def query_create(
     fields = _clean(name, description, sql, parameters if parameters is not None else [], shared)
     with transaction.atomic():
         if SavedQuery.objects.filter(owner=acting.user, name=fields["name"]).exists():
-            raise InvalidInput(fields={"name": ["You already have a query with this name."]})
+            raise DuplicateName("You already have a query with this name.")
         query = SavedQuery.objects.create(owner=acting.user, **fields)
         audit_record(
             actor=acting.actor,
@@ -169,7 +173,7 @@ def query_update(*, actor: Any, query_id: Any, **changes: Any) -> SavedQuery:
         fields = _clean(**(current | changes))
         clash = SavedQuery.objects.filter(owner=query.owner, name=fields["name"]).exclude(pk=query.pk)
         if clash.exists():
-            raise InvalidInput(fields={"name": ["The owner already has a query with this name."]})
+            raise DuplicateName("The owner already has a query with this name.")
         changed = {k: v for k, v in fields.items() if current[k] != v}
         if changed:
             for key, value in changed.items():

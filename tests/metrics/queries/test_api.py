@@ -82,6 +82,8 @@ def test_a_refused_query_is_a_400_naming_sql_and_is_audited(admin_client_api):
         ({**BODY, "sql": ""}, "sql"),
         ({**BODY, "parameters": [{"name": "9x"}]}, "parameters"),
         ({**BODY, "extra": 1}, "extra"),
+        ({**BODY, "shared": 0}, "shared"),
+        ({**BODY, "name": 7}, "name"),
     ],
 )
 def test_bad_input_names_its_field_and_writes_nothing(admin_client_api, body, field):
@@ -116,3 +118,18 @@ def test_a_private_query_is_404_for_a_viewer(admin_client_api, viewer_client):
     query_id = admin_client_api.post("/api/v1/queries", {**BODY, "shared": False}, format="json").json()["id"]
     assert viewer_client.get(f"/api/v1/queries/{query_id}").status_code == 404
     assert viewer_client.post(f"/api/v1/queries/{query_id}/run", {}, format="json").status_code == 404
+
+
+def test_a_second_query_of_the_same_name_is_a_conflict(admin_client_api):
+    assert admin_client_api.post("/api/v1/queries", BODY, format="json").status_code == 201
+    response = admin_client_api.post("/api/v1/queries", BODY, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "query_name_taken"
+    assert SavedQuery.objects.count() == 1
+
+
+def test_null_params_run_with_the_defaults(admin_client_api, make_task):
+    make_task(title="only")
+    query_id = admin_client_api.post("/api/v1/queries", BODY, format="json").json()["id"]
+    response = admin_client_api.post(f"/api/v1/queries/{query_id}/run", {"params": None}, format="json")
+    assert (response.status_code, response.json()["rows"]) == (200, [["only", "queued"]])
