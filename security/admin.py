@@ -14,34 +14,22 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from security import roles
-from security.admin_lookups import DeclaredLookupsOnly
+from security.admin_lookups import AdminRoleReadOnly
 from security.models import ApiToken
 from security.principals import Principal
 from security.tokens import token_revoke
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(DeclaredLookupsOnly, admin.ModelAdmin):
+class ApiTokenAdmin(AdminRoleReadOnly):
     list_display = ["prefix", "user", "name", "created_at", "last_used_at"]
     list_select_related = ["user"]
     search_fields = ["prefix", "user__username", "name"]
     readonly_fields = ["prefix", "user", "name", "created_at", "last_used_at"]
     fields = readonly_fields
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return roles.is_admin(request.user)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return roles.is_admin(request.user)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return roles.is_admin(request.user)
+        return roles.is_admin(request.user)  # revoking is the one change made here
 
     def delete_model(self, request: HttpRequest, obj: ApiToken) -> None:
         token_revoke(token=obj, actor=Principal.of_user(request.user).actor)

@@ -1,4 +1,4 @@
-"""Console changelists take only the query-string lookups their filters offer.
+"""Console changelists take only the query-string lookups their filters offer; the admin-only base.
 
 Django's ``ModelAdmin.lookup_allowed`` lets any lookup on a model's own local fields
 through, whatever ``list_filter`` says: ``?base_url__contains=Sup3r`` on the workers' list
@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.http import HttpRequest
+
+from security import roles
 
 
 class DeclaredLookupsOnly:
@@ -30,3 +33,22 @@ class DeclaredLookupsOnly:
         if self.date_hierarchy:
             allowed.add(self.date_hierarchy.split("__", 1)[0])
         return field in allowed and super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
+
+
+class AdminRoleReadOnly(DeclaredLookupsOnly, admin.ModelAdmin):
+    """A console page for the admin role only, read-only: changes go through the services."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return roles.is_admin(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return roles.is_admin(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -67,6 +67,14 @@ def one_rotation_at_a_time() -> Iterator[None]:
         os.close(fd)
 
 
+def _audit(actor: str, action: str, data: dict[str, object]) -> None:
+    """One audit record of a rotation step, on the master keys (never a key)."""
+    with transaction.atomic():
+        audit_record(
+            actor=actor, action=action, resource_type=hooks.RESOURCE, resource_id=keystore.MASTER_KEYS, data=data
+        )
+
+
 def _unchanged(keys: list[str], *, actor: str, step: str) -> None:
     """The keystore still holds ``keys``: nothing (a hand edit, another tool) changed them during the step."""
     if keystore.master_keys(reason=f"rotation: {step}, check", actor=actor) != keys:
@@ -103,14 +111,7 @@ def add_key(*, actor: str) -> str:
             "restart the processes, then run rotate_keys again."
         ) from exc
     crypto.reload()
-    with transaction.atomic():
-        audit_record(
-            actor=actor,
-            action=hooks.KEY_ADDED,
-            resource_type=hooks.RESOURCE,
-            resource_id=keystore.MASTER_KEYS,
-            data={"keys": len(keys) + 1, "location": keystore.provider().location},
-        )
+    _audit(actor, hooks.KEY_ADDED, {"keys": len(keys) + 1, "location": keystore.provider().location})
     return f"a new primary key is in {keystore.provider().location} ({len(keys) + 1} keys)"
 
 
@@ -161,19 +162,16 @@ def rotate(*, actor: str, batch_size: int = 200, max_passes: int = 5, progress=N
         total.settled = step.settled
         if step.settled:
             break
-    with transaction.atomic():
-        audit_record(
-            actor=actor,
-            action=hooks.KEYS_ROTATED,
-            resource_type=hooks.RESOURCE,
-            resource_id=keystore.MASTER_KEYS,
-            data={
-                "rotated": total.rotated,
-                "current": total.current,
-                "conflicts": total.conflicts,
-                "undecryptable": total.undecryptable[:100],
-            },
-        )
+    _audit(
+        actor,
+        hooks.KEYS_ROTATED,
+        {
+            "rotated": total.rotated,
+            "current": total.current,
+            "conflicts": total.conflicts,
+            "undecryptable": total.undecryptable[:100],
+        },
+    )
     return total
 
 
@@ -216,12 +214,5 @@ def drop_old_keys(*, actor: str, wait: bool = True, now=None) -> str:
             "and restart the processes."
         ) from exc
     crypto.reload()
-    with transaction.atomic():
-        audit_record(
-            actor=actor,
-            action=hooks.KEY_REMOVED,
-            resource_type=hooks.RESOURCE,
-            resource_id=keystore.MASTER_KEYS,
-            data={"removed": len(keys) - 1},
-        )
+    _audit(actor, hooks.KEY_REMOVED, {"removed": len(keys) - 1})
     return f"removed {len(keys) - 1} old key(s); every secret is under the primary key"

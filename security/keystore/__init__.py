@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -52,14 +53,15 @@ class KeystoreReadOnly(KeystoreError):
     pass
 
 
-class Provider:
+class Provider(ABC):
     """One keystore backend. ``location`` describes it without credentials (for logs, health, audit)."""
 
     scheme: str = ""
     location: str = ""
 
+    @abstractmethod
     def read(self, name: str) -> str:
-        raise NotImplementedError
+        """The secret's value; :class:`SecretNotFound` or :class:`KeystoreError` otherwise."""
 
     def write(self, name: str, value: str) -> None:
         raise KeystoreReadOnly(f"the {self.scheme} keystore is read-only: change {name!r} where it is kept")

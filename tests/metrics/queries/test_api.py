@@ -133,3 +133,21 @@ def test_null_params_run_with_the_defaults(admin_client_api, make_task):
     query_id = admin_client_api.post("/api/v1/queries", BODY, format="json").json()["id"]
     response = admin_client_api.post(f"/api/v1/queries/{query_id}/run", {"params": None}, format="json")
     assert (response.status_code, response.json()["rows"]) == (200, [["only", "queued"]])
+
+
+def test_a_stranger_gets_json_and_never_a_500(admin_client_api, client):
+    query_id = admin_client_api.post("/api/v1/queries", BODY, format="json").json()["id"]
+    bad_token = client.get("/api/v1/queries", HTTP_AUTHORIZATION="Token agy_forged-key-0000000000000000")
+    assert (bad_token.status_code, bad_token["Content-Type"]) == (401, "application/json")
+    for path in ("/api/v1/queries/not-a-uuid", f"/api/v1/queries/{query_id[:-1]}0/run"):
+        response = admin_client_api.post(path, {}, format="json")
+        assert response.status_code in (404, 405)
+        assert response["Content-Type"].startswith("application/json")
+    nested: object = "x"
+    for _ in range(200):
+        nested = [nested]
+    deep = admin_client_api.post(f"/api/v1/queries/{query_id}/run", {"params": {"state": nested}}, format="json")
+    assert deep.status_code == 400
+    big = admin_client_api.post("/api/v1/queries", {**BODY, "sql": "SELECT 1 -- " + "x" * 3_000_000}, format="json")
+    assert big.status_code in (400, 413)
+    assert big["Content-Type"].startswith("application/json")
