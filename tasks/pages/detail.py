@@ -113,7 +113,12 @@ def render_detail(
 
 
 def _timeline(task: Task, before: int | None) -> dict[str, Any]:
-    events, has_older = selectors.task_timeline_page(task=task, before=before, limit=TIMELINE_PAGE)
+    # The latest page is the timeline as of the task row read before it (``task.event_seq``), the
+    # same point the stream resumes from and live appends continue after: an event committed
+    # between the two reads would otherwise be shown now and appended again by the first
+    # ``?after=`` (seen in a browser test as seq 3 twice).
+    upper = before if before is not None else task.event_seq + 1
+    events, has_older = selectors.task_timeline_page(task=task, before=upper, limit=TIMELINE_PAGE)
     return {
         "task": task,
         "entries": [entry(e) for e in events],

@@ -274,3 +274,17 @@ def test_the_page_resumes_its_stream_from_the_event_it_was_rendered_at(viewer_pa
         f'data-stream="/api/v1/tasks/stream?task={task.pk}" data-last-event-id="task-{task.pk}:{task.event_seq}"'
         in body
     )
+
+
+def test_an_event_committed_between_the_task_read_and_the_timeline_read_is_not_shown_twice(viewer_page, make_task):
+    from tasks.pages.detail import _timeline
+
+    task = make_task()
+    stale = Task.objects.get(pk=task.pk)  # the row as the page read it
+    add_events(task, 1)  # then the dispatcher commits seq 2, before the timeline is read
+    timeline = _timeline(stale, None)
+    assert [e.seq for e in timeline["entries"]] == [1]
+    assert timeline["last_seq"] == 1
+    # The first live append (?after=1) brings seq 2, so it is on the page once.
+    appended = viewer_page.get(url(task, "?after=1"), headers=HX).content.decode()
+    assert seqs(appended) == [2]
