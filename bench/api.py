@@ -57,7 +57,7 @@ def create_database_if_missing(url: str) -> None:
 SEED_SQL = """
 INSERT INTO tasks_task (
     id, title, spec, state, priority, risk_tier, attempt, max_attempts, lease_owner, progress_percent,
-    progress_phase, error, event_seq, created_at, updated_at, cancel_reason
+    progress_phase, error, event_seq, created_at, updated_at, cancel_reason, violations
 )
 SELECT
     gen_random_uuid(),
@@ -68,7 +68,7 @@ SELECT
     1 + i %% 3, 1, 3, '', 0, '', '', 0,
     now() - make_interval(secs => %(rows)s - i),
     now() - make_interval(secs => %(rows)s - i),
-    ''
+    '', '[]'::jsonb
 FROM generate_series(1, %(rows)s) AS i
 """
 

@@ -395,6 +395,10 @@ DATABASE_READONLY_URL = env.str("DATABASE_READONLY_URL", default="")
 QUERY_TIMEOUT_S = env.float("QUERY_TIMEOUT_S", default=10.0)
 if QUERY_TIMEOUT_S <= 0:
     raise ImproperlyConfigured("QUERY_TIMEOUT_S must be a positive number of seconds.")
+# The most rows one CSV export of a saved query streams (each piece of it bound by QUERY_TIMEOUT_S).
+QUERY_EXPORT_MAX_ROWS = env.int("QUERY_EXPORT_MAX_ROWS", default=1_000_000)
+if QUERY_EXPORT_MAX_ROWS < 1:
+    raise ImproperlyConfigured("QUERY_EXPORT_MAX_ROWS must be a positive number of rows.")
 
 # --- Chat (WebSocket) ---------------------------------------------------------------
 # An active session without a message for this long expires.

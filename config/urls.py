@@ -25,4 +25,5 @@ urlpatterns = [
     path("", include("tasks.pages.worker_urls")),
     path("", include("audit.pages.urls")),
     path("", include("chat.page_urls")),
+    path("", include("metrics.queries.page_urls")),
 ]

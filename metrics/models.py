@@ -41,6 +41,13 @@ class RunOutcome(models.TextChoices):
     OK = "ok"
     REFUSED = "refused"
     TIMEOUT = "timeout"
+    # A CSV export whose client went away before its last row.
+    ABORTED = "aborted"
+
+
+class RunKind(models.TextChoices):
+    PAGE = "page"  # one page of results (the page, the API)
+    EXPORT = "export"  # every row, streamed as CSV
 
 
 class QueryRun(models.Model):
@@ -53,6 +60,7 @@ class QueryRun(models.Model):
     duration_ms = models.FloatField(default=0)
     rows = models.PositiveIntegerField(default=0)
     outcome = models.CharField(max_length=20, choices=RunOutcome.choices)
+    kind = models.CharField(max_length=10, choices=RunKind.choices, default=RunKind.PAGE)
     error = models.TextField(blank=True, default="")
 
     class Meta:

@@ -23,6 +23,7 @@ from security.permissions import IsAdminOrReadOnly
 NOT_FOUND = error("No saved query with this id that you may see.")
 FORBIDDEN = error("No role, or changing a query without the admin role.")
 DUPLICATE = error("The owner already has a query with this name.")
+UNAVAILABLE = error("PostgreSQL without a reachable read-only connection (DATABASE_READONLY_URL).")
 HISTORY = 100
 
 
@@ -74,7 +75,7 @@ class RunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = QueryRun
-        fields = ["id", "user", "parameters", "started_at", "duration_ms", "rows", "outcome", "error"]
+        fields = ["id", "user", "parameters", "started_at", "duration_ms", "rows", "outcome", "error", "kind"]
 
 
 def _write_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +132,7 @@ class QueryDetailView(APIView):
 class QueryRunView(APIView):
     @extend_schema(
         request=RunRequestSerializer,
-        responses={200: RunResultSerializer, 404: NOT_FOUND},
+        responses={200: RunResultSerializer, 404: NOT_FOUND, 503: UNAVAILABLE},
         summary="Run a saved query, read-only (recorded and audited)",
     )
     def post(self, request: Request, query_id: Any) -> Response:

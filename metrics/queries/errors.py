@@ -12,6 +12,13 @@ class QueryRefused(DomainError):
     http_status = 400
 
 
+class QueryUnavailable(QueryRefused):
+    """The read-only connection cannot be had (PostgreSQL without DATABASE_READONLY_URL, or unreachable)."""
+
+    code = "queries_unavailable"
+    http_status = 503
+
+
 class QueryTimedOut(DomainError):
     code = "query_timeout"
     http_status = 400

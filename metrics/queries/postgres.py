@@ -16,9 +16,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from psycopg import errors as pg_errors
 from psycopg import sql as pg_sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from metrics.queries.errors import QueryTimedOut, refused
+from metrics.queries.errors import QueryTimedOut, QueryUnavailable, refused
 
 _lock = threading.Lock()
 _pool: ConnectionPool | None = None
@@ -50,45 +50,67 @@ def close_pool() -> None:
             _pool = None
 
 
-def fetch(
-    sql: str, params: dict[str, Any], *, limit: int, offset: int, timeout_s: float
-) -> tuple[list[str], list[list[Any]], bool]:
-    query, values = to_psycopg(sql, params)
-    with pool().connection() as conn:
-        conn.read_only = True
+class PostgresReader:
+    """A pooled connection of the read-only role in a READ ONLY transaction, the query DECLAREd.
+
+    Each FETCH is a statement of its own under ``statement_timeout``; the transaction is always
+    rolled back on :meth:`close` (nothing a run did is ever kept) and the connection goes back to
+    the pool. ``idle_in_transaction_session_timeout`` ends it server-side if a client stops reading.
+    """
+
+    def __init__(self, sql: str, params: dict[str, Any], *, timeout_s: float) -> None:
+        self.columns: list[str] = []
+        self._timeout_s = timeout_s
+        self._sql = sql
+        query, values = to_psycopg(sql, params)
         try:
-            with conn.transaction(), conn.cursor() as cursor:
-                cursor.execute(
-                    pg_sql.SQL("SET LOCAL statement_timeout = {}").format(pg_sql.Literal(int(timeout_s * 1000)))
-                )
-                cursor.execute("SET LOCAL idle_in_transaction_session_timeout = 60000")
-                # One plain query, or nothing: DECLARE takes a SELECT, VALUES or TABLE only. binary=True
-                # makes psycopg use the extended protocol even with no parameter, where the server
-                # refuses a second statement (the simple protocol would run "SELECT 1; SET ...").
-                cursor.execute(
-                    pg_sql.SQL("DECLARE agency_run NO SCROLL CURSOR FOR ") + pg_sql.SQL(query), values, binary=True
-                )
-                if offset:
-                    cursor.execute(pg_sql.SQL("MOVE FORWARD {} FROM agency_run").format(pg_sql.Literal(offset)))
-                cursor.execute(pg_sql.SQL("FETCH FORWARD {} FROM agency_run").format(pg_sql.Literal(limit + 1)))
-                columns = [c.name for c in cursor.description or []]
-                rows = cursor.fetchall()
-                raise _Done  # leave the transaction by rolling back: nothing a run did is ever kept
-        except _Done:
-            pass
+            self._pool = pool()
+            self._conn = self._pool.getconn()
+        except ImproperlyConfigured as exc:
+            raise QueryUnavailable(f"Saved queries cannot run here: {exc}") from None
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise QueryUnavailable(f"The read-only database connection could not be opened: {exc}") from None
+        try:
+            self._conn.read_only = True
+            self._cursor = self._conn.cursor()
+            self._call(pg_sql.SQL("SET LOCAL statement_timeout = {}").format(pg_sql.Literal(int(timeout_s * 1000))))
+            self._call("SET LOCAL idle_in_transaction_session_timeout = 60000")
+            # One plain query, or nothing: DECLARE takes a SELECT, VALUES or TABLE only. binary=True
+            # makes psycopg use the extended protocol even with no parameter, where the server
+            # refuses a second statement (the simple protocol would run "SELECT 1; SET ...").
+            self._call(pg_sql.SQL("DECLARE agency_run NO SCROLL CURSOR FOR ") + pg_sql.SQL(query), values, binary=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, statement: Any, values: Any = None, **kwargs: Any) -> None:
+        try:
+            self._cursor.execute(statement, values, **kwargs)
         except (UnicodeEncodeError, OverflowError) as exc:  # text or a value the driver cannot send
             raise refused(f"The database cannot take this input: {exc}.") from None
         except pg_errors.QueryCanceled:
-            raise QueryTimedOut(f"The query ran past {timeout_s:g} s and was stopped.") from None
+            raise QueryTimedOut(f"The query ran past {self._timeout_s:g} s and was stopped.") from None
         except psycopg.Error as exc:
-            raise refused(_message(exc, sql)) from None
-        finally:
+            raise refused(_message(exc, self._sql)) from None
+
+    def fetch(self, n: int) -> list[list[Any]]:
+        self._call(pg_sql.SQL("FETCH FORWARD {} FROM agency_run").format(pg_sql.Literal(n)))
+        self.columns = [c.name for c in self._cursor.description or []]
+        return [list(row) for row in self._cursor.fetchall()]
+
+    def skip(self, n: int) -> None:
+        self._call(pg_sql.SQL("MOVE FORWARD {} FROM agency_run").format(pg_sql.Literal(n)))
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.rollback()
             conn.read_only = False
-    return columns, [list(r) for r in rows[:limit]], len(rows) > limit
-
-
-class _Done(Exception):
-    pass
+        except psycopg.Error:
+            conn.close()  # a broken connection: the pool replaces it
+        self._pool.putconn(conn)
 
 
 def _message(exc: psycopg.Error, sql: str = "") -> str:

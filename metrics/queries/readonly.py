@@ -14,7 +14,8 @@ unchanged (parameters bound by the driver), and the database refuses what it mus
   accepts one plain query and nothing else: no DML, DDL, ``SET``, ``DO``, ``COPY`` or a second
   statement) and only as many rows fetched as the page needs.
 
-Either way a run reads at most ``offset + limit + 1`` rows.
+Either way a page reads at most ``offset + limit + 1`` rows, and an export reads its rows in pieces
+(:class:`Reader`), never all of them at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connection
@@ -43,8 +44,8 @@ class Page:
     duration_ms: float
 
 
-def run(sql: str, params: dict[str, Any], *, limit: int, offset: int = 0, timeout_s: float | None = None) -> Page:
-    """One page of ``sql``'s rows, read through the read-only connection of this database."""
+def check(sql: str, params: dict[str, Any]) -> None:
+    """What is refused before the database sees the text: nothing, NUL, too long, a bad parameter name."""
     if not sql.strip():
         raise refused("Enter a query.")
     if len(sql) > MAX_SQL_LENGTH:
@@ -54,15 +55,54 @@ def run(sql: str, params: dict[str, Any], *, limit: int, offset: int = 0, timeou
     for name in params:
         if not PARAMETER.match(name):
             raise refused(f"{name!r} is not a parameter name.", field="params")
+
+
+class Reader(Protocol):
+    """One query open on the read-only connection, read forward in pieces; ``close`` ends it.
+
+    ``columns`` is known after the first :meth:`fetch`. Each :meth:`fetch` or :meth:`skip` is
+    bound by the timeout on its own (PostgreSQL's ``statement_timeout`` applies to each FETCH; the
+    SQLite progress handler's deadline is set again for each), so a long export of a fast query
+    is not cut off by the time its client takes to read it.
+    """
+
+    columns: list[str]
+
+    def fetch(self, n: int) -> list[list[Any]]: ...
+
+    def skip(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_reader(sql: str, params: dict[str, Any], *, timeout_s: float | None = None) -> Reader:
+    """``sql`` open on this database's read-only connection; refusals raised here or by the first fetch."""
+    check(sql, params)
     timeout = timeout_s if timeout_s is not None else settings.QUERY_TIMEOUT_S
-    start = time.perf_counter()
     if connection.vendor == "postgresql":
         from metrics.queries import postgres
 
-        columns, rows, more = postgres.fetch(sql, params, limit=limit, offset=offset, timeout_s=timeout)
-    else:
-        columns, rows, more = _sqlite_fetch(sql, params, limit=limit, offset=offset, timeout_s=timeout)
-    return Page(columns=columns, rows=rows, more=more, duration_ms=round((time.perf_counter() - start) * 1000, 2))
+        return postgres.PostgresReader(sql, params, timeout_s=timeout)
+    return SqliteReader(sql, params, timeout_s=timeout)
+
+
+def run(sql: str, params: dict[str, Any], *, limit: int, offset: int = 0, timeout_s: float | None = None) -> Page:
+    """One page of ``sql``'s rows, read through the read-only connection of this database."""
+    start = time.perf_counter()
+    reader = open_reader(sql, params, timeout_s=timeout_s)
+    try:
+        if offset:
+            reader.skip(offset)
+        rows = reader.fetch(limit + 1)
+        columns = reader.columns
+    finally:
+        reader.close()
+    return Page(
+        columns=columns,
+        rows=rows[:limit],
+        more=len(rows) > limit,
+        duration_ms=round((time.perf_counter() - start) * 1000, 2),
+    )
 
 
 # --- SQLite ---------------------------------------------------------------------------------
@@ -107,15 +147,31 @@ def _sqlite_connection() -> sqlite3.Connection:
     return conn
 
 
-def _sqlite_fetch(
-    sql: str, params: dict[str, Any], *, limit: int, offset: int, timeout_s: float
-) -> tuple[list[str], list[list[Any]], bool]:
-    conn = _sqlite_connection()
-    deadline = time.monotonic() + timeout_s
-    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-    try:
+SKIP_CHUNK = 1000
+
+
+class SqliteReader:
+    """A cursor on a connection of its own (``mode=ro``, ``query_only``, the authorizer)."""
+
+    def __init__(self, sql: str, params: dict[str, Any], *, timeout_s: float) -> None:
+        self.columns: list[str] = []
+        self._timeout_s = timeout_s
+        self._deadline = 0.0
+        self._conn = _sqlite_connection()
+        self._conn.set_progress_handler(lambda: 1 if time.monotonic() > self._deadline else 0, 10_000)
         try:
-            cursor = conn.execute(sql, params)
+            self._cursor = self._call(self._conn.execute, sql, params, params=params)
+            self.columns = [d[0] for d in self._cursor.description or []]
+            if not self.columns:
+                raise refused("Only a query that returns rows can run here.")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _call(self, method: Any, *args: Any, params: dict[str, Any] | None = None) -> Any:
+        self._deadline = time.monotonic() + self._timeout_s
+        try:
+            return method(*args)
         except sqlite3.ProgrammingError as exc:  # several statements, a missing parameter
             if "binding parameter" in str(exc):
                 raise refused(str(exc).rstrip(".") + ".", field="params") from None
@@ -124,22 +180,21 @@ def _sqlite_fetch(
             raise refused(f"The database cannot take this input: {exc}.", field="params" if params else "sql") from None
         except (sqlite3.DatabaseError, sqlite3.Warning) as exc:
             if "interrupted" in str(exc):
-                raise QueryTimedOut(f"The query ran past {timeout_s:g} s and was stopped.") from None
+                raise QueryTimedOut(f"The query ran past {self._timeout_s:g} s and was stopped.") from None
             raise refused(_sqlite_message(exc)) from None
-        columns = [d[0] for d in cursor.description or []]
-        if not columns:
-            raise refused("Only a query that returns rows can run here.")
-        try:
-            if offset:
-                cursor.fetchmany(offset)
-            rows = cursor.fetchmany(limit + 1)
-        except sqlite3.OperationalError as exc:
-            if "interrupted" in str(exc):
-                raise QueryTimedOut(f"The query ran past {timeout_s:g} s and was stopped.") from None
-            raise refused(_sqlite_message(exc)) from None
-    finally:
-        conn.close()
-    return columns, [list(r) for r in rows[:limit]], len(rows) > limit
+
+    def fetch(self, n: int) -> list[list[Any]]:
+        return [list(row) for row in self._call(self._cursor.fetchmany, n)]
+
+    def skip(self, n: int) -> None:
+        while n > 0:
+            got = len(self._call(self._cursor.fetchmany, min(n, SKIP_CHUNK)))
+            if not got:
+                return
+            n -= got
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _sqlite_message(exc: Exception) -> str:
@@ -159,4 +214,4 @@ def close_idle() -> None:
         postgres.close_pool()
 
 
-__all__ = ["Page", "QueryRefused", "QueryTimedOut", "run"]
+__all__ = ["Page", "QueryRefused", "QueryTimedOut", "Reader", "open_reader", "run"]

@@ -11,13 +11,14 @@ import datetime
 import re
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.services import audit_record
 from config.errors import Conflict, InvalidInput, NotFound
-from metrics.models import ParameterType, QueryRun, RunOutcome, SavedQuery
+from metrics.models import ParameterType, QueryRun, RunKind, RunOutcome, SavedQuery
 from metrics.queries import readonly
 from metrics.queries.errors import QueryRefused, QueryTimedOut
 from security import roles
@@ -25,6 +26,7 @@ from security.principals import require
 
 MAX_PAGE = 500
 MAX_PARAMETERS = 20
+EXPORT_CHUNK = 1000  # rows a piece of a CSV export (one FETCH on PostgreSQL)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 QUERY_CREATE, QUERY_UPDATE, QUERY_DELETE, QUERY_RUN = "query.create", "query.update", "query.delete", "query.run"
@@ -210,31 +212,47 @@ def query_run(*, actor: Any, query_id: Any, params: Any = None, limit: int = 100
     if not isinstance(offset, int) or offset < 0 or offset > 100_000:
         raise InvalidInput(fields={"offset": ["A whole number from 0 to 100000."]})
     started = timezone.now()
-    page: readonly.Page | None = None
-    failure: QueryRefused | QueryTimedOut | None = None
     try:
         page = readonly.run(query.sql, values, limit=limit, offset=offset)
-    except (QueryRefused, QueryTimedOut) as exc:
-        failure = exc
-    outcome = (
-        RunOutcome.OK
-        if page is not None
-        else RunOutcome.TIMEOUT
-        if isinstance(failure, QueryTimedOut)
-        else RunOutcome.REFUSED
-    )
+    except (QueryRefused, QueryTimedOut) as failure:
+        _record(acting, query, values, started, _since(started), 0, _outcome(failure), str(failure), RunKind.PAGE)
+        raise
+    _record(acting, query, values, started, page.duration_ms, len(page.rows), RunOutcome.OK, "", RunKind.PAGE)
+    return page
+
+
+def _since(started: datetime.datetime) -> float:
+    return round((timezone.now() - started).total_seconds() * 1000, 2)
+
+
+def _outcome(failure: Exception) -> str:
+    return RunOutcome.TIMEOUT if isinstance(failure, QueryTimedOut) else RunOutcome.REFUSED
+
+
+def _record(
+    acting: Any,
+    query: SavedQuery,
+    values: dict[str, Any],
+    started: datetime.datetime,
+    duration_ms: float,
+    rows: int,
+    outcome: str,
+    error: str,
+    kind: str,
+) -> QueryRun:
+    """The run's row and its ``query.run`` audit record, in one transaction."""
     shown = {k: v.isoformat() if isinstance(v, datetime.date) else v for k, v in values.items()}
-    duration = page.duration_ms if page is not None else round((timezone.now() - started).total_seconds() * 1000, 2)
     with transaction.atomic():
         run = QueryRun.objects.create(
             query=query,
             user=acting.user,
             parameters=shown,
             started_at=started,
-            duration_ms=duration,
-            rows=len(page.rows) if page is not None else 0,
+            duration_ms=duration_ms,
+            rows=rows,
             outcome=outcome,
-            error=str(failure) if failure else "",
+            error=error,
+            kind=kind,
         )
         audit_record(
             actor=acting.actor,
@@ -243,16 +261,92 @@ def query_run(*, actor: Any, query_id: Any, params: Any = None, limit: int = 100
             resource_id=query.pk,
             data={
                 "run": run.pk,
+                "kind": kind,
                 "parameters": shown,
-                "duration_ms": duration,
-                "rows": run.rows,
+                "duration_ms": duration_ms,
+                "rows": rows,
                 "outcome": outcome,
-                "error": run.error[:500],
+                "error": error[:500],
             },
         )
-    if page is None:
-        raise failure  # type: ignore[misc]  # recorded above; the caller maps it
-    return page
+    return run
+
+
+class Export:
+    """Every row of a run, read in pieces for a CSV download; recorded and audited once it ends.
+
+    :func:`query_export` opens it (a refusal is recorded and raised there, before any byte is
+    sent). The caller reads :meth:`rows` pieces until one is empty and then calls :meth:`finish`
+    exactly once, with the outcome: ``ok``, ``aborted`` (the client went away), or the error
+    a later piece raised. At most ``settings.QUERY_EXPORT_MAX_ROWS`` rows are read; an export
+    stopped there is recorded with that reason.
+    """
+
+    def __init__(self, acting: Any, query: SavedQuery, values: dict[str, Any], reader: readonly.Reader) -> None:
+        self.query = query
+        self.columns = reader.columns
+        self.count = 0
+        self.truncated = False
+        self._acting, self._values, self._reader = acting, values, reader
+        self._started = timezone.now()
+        self._limit = settings.QUERY_EXPORT_MAX_ROWS
+        self._first: list[list[Any]] | None = None
+        self._finished = False
+
+    def _open(self) -> None:
+        self._first = self._reader.fetch(EXPORT_CHUNK)  # the refusals of the first FETCH come now
+        self.columns = self._reader.columns
+
+    def rows(self) -> list[list[Any]]:
+        """The next piece of at most EXPORT_CHUNK rows; an empty list at the end."""
+        if self._first is not None:
+            piece, self._first = self._first, None
+        else:
+            room = self._limit - self.count
+            if room <= 0:
+                self.truncated = True
+                return []
+            piece = self._reader.fetch(min(EXPORT_CHUNK, room))
+        piece = piece[: self._limit - self.count]
+        self.count += len(piece)
+        return piece
+
+    def finish(self, outcome: str = RunOutcome.OK, error: str = "") -> QueryRun | None:
+        if self._finished:
+            return None
+        self._finished = True
+        self._reader.close()
+        if outcome == RunOutcome.OK and self.truncated:
+            error = f"Stopped at the export limit of {self._limit} rows."
+        return _record(
+            self._acting,
+            self.query,
+            self._values,
+            self._started,
+            _since(self._started),
+            self.count,
+            outcome,
+            error,
+            RunKind.EXPORT,
+        )
+
+
+def query_export(*, actor: Any, query_id: Any, params: Any = None) -> Export:
+    """Open a CSV export of every row (viewer role); a refused or timed-out start is recorded and raised."""
+    acting = require(actor, roles.can_view, "export saved queries")
+    query = query_get(actor=acting, query_id=query_id)
+    values = bind(query, params if params is not None else {})
+    started = timezone.now()
+    export = None
+    try:
+        export = Export(acting, query, values, readonly.open_reader(query.sql, values))
+        export._open()
+    except (QueryRefused, QueryTimedOut) as failure:
+        if export is not None:
+            export._reader.close()
+        _record(acting, query, values, started, _since(started), 0, _outcome(failure), str(failure), RunKind.EXPORT)
+        raise
+    return export
 
 
 def bind(query: SavedQuery, params: Any) -> dict[str, Any]:

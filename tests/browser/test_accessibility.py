@@ -15,7 +15,7 @@ from tests.browser.support import BROWSER_MARKS, assert_accessible
 
 pytestmark = BROWSER_MARKS
 
-PAGES = ("/", "/tasks/", "/tasks/new/", "/workers/", "/audit/", "/health/", "/chat/")
+PAGES = ("/", "/tasks/", "/tasks/new/", "/workers/", "/audit/", "/health/", "/chat/", "/queries/")
 
 
 @pytest.fixture(scope="module")

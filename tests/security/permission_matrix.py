@@ -353,6 +353,23 @@ APP_ROWS = (
         values=CHAT,
         note="its owner (the operator here) or an admin",
     ),
+    url(
+        "queries/",
+        Door.PAGE,
+        get(VIEWERS),
+        post(ADMINS, 400, note="an empty form: 400 shows the door opened; saving is tested in tests/metrics"),
+    ),
+    url(
+        "queries/<uuid:query_id>/",
+        Door.PAGE,
+        get(VIEWERS),
+        post(ADMINS, 400, note="an empty form: 400 shows the door opened"),
+        values=QUERY,
+        note="a shared query",
+    ),
+    url("queries/<uuid:query_id>/run/", Door.PAGE, post(VIEWERS, 200), values=QUERY),
+    url("queries/<uuid:query_id>/export.csv", Door.PAGE, post(VIEWERS, 200), values=QUERY, note="a CSV download"),
+    url("queries/<uuid:query_id>/delete/", Door.PAGE, post(ADMINS, 302), values=QUERY),
 )
 
 # --- the ASGI routers (config/asgi.py) -----------------------------------------------------

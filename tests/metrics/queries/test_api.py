@@ -139,7 +139,8 @@ def test_a_stranger_gets_json_and_never_a_500(admin_client_api, client):
     query_id = admin_client_api.post("/api/v1/queries", BODY, format="json").json()["id"]
     bad_token = client.get("/api/v1/queries", HTTP_AUTHORIZATION="Token agy_forged-key-0000000000000000")
     assert (bad_token.status_code, bad_token["Content-Type"]) == (401, "application/json")
-    for path in ("/api/v1/queries/not-a-uuid", f"/api/v1/queries/{query_id[:-1]}0/run"):
+    other = query_id[:-1] + ("1" if query_id.endswith("0") else "0")  # a well-formed id of no query
+    for path in ("/api/v1/queries/not-a-uuid", f"/api/v1/queries/{other}/run"):
         response = admin_client_api.post(path, {}, format="json")
         assert response.status_code in (404, 405)
         assert response["Content-Type"].startswith("application/json")
@@ -151,3 +152,19 @@ def test_a_stranger_gets_json_and_never_a_500(admin_client_api, client):
     big = admin_client_api.post("/api/v1/queries", {**BODY, "sql": "SELECT 1 -- " + "x" * 3_000_000}, format="json")
     assert big.status_code in (400, 413)
     assert big["Content-Type"].startswith("application/json")
+
+
+def test_on_postgresql_without_the_read_only_url_a_run_is_a_503_that_says_why(admin_client_api, settings):
+    from django.db import connection
+
+    from metrics.queries import readonly
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite needs no URL")
+    query_id = admin_client_api.post("/api/v1/queries", BODY, format="json").json()["id"]
+    readonly.close_idle()
+    settings.DATABASE_READONLY_URL = ""
+    response = admin_client_api.post(f"/api/v1/queries/{query_id}/run", {}, format="json")
+    assert response.status_code == 503
+    assert "DATABASE_READONLY_URL is not set" in response.json()["detail"]
+    assert QueryRun.objects.get().outcome == "refused"

@@ -76,6 +76,7 @@ def test_a_viewer_runs_a_shared_query_with_typed_parameters_and_the_run_is_audit
     assert record.actor == f"user:{viewer.pk}"
     assert record.data | {"duration_ms": 0} == {
         "run": run.pk,
+        "kind": "page",
         "parameters": {"state": "queued"},
         "duration_ms": 0,
         "rows": 1,
