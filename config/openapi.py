@@ -173,8 +173,13 @@ def _require_body_of_alternatives(operation: dict[str, Any], schemas: dict[str, 
     for media in body.get("content", {}).values():
         schema = _resolve(media.get("schema", {}), schemas)
         branches = schema.get("oneOf") or schema.get("anyOf")
-        if branches and all(_resolve(branch, schemas).get("required") for branch in branches):
+        if branches and all(_needs_content(_resolve(branch, schemas)) for branch in branches):
             body["required"] = True
+
+
+def _needs_content(schema: dict[str, Any]) -> bool:
+    """An object with required keys, or an array of at least one item: not an empty body."""
+    return bool(schema.get("required")) or (schema.get("type") == "array" and schema.get("minItems", 0) >= 1)
 
 
 def _resolve(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:

@@ -337,7 +337,11 @@ SPECTACULAR_SETTINGS = {
     # Chat sessions' status would otherwise be "Status704Enum", a name that collides and warns in check --deploy.
     "ENUM_NAME_OVERRIDES": {"ChatSessionStatusEnum": "chat.models.SessionStatus"},
     # Every operation documents the errors it can answer with (config/openapi.py).
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_errors"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tasks.api.serializers.bulk_create_bounds",  # before document_errors, which reads minItems
+        "config.openapi.document_errors",
+    ],
 }
 
 # --- I18N, static ---------------------------------------------------------------

@@ -38,34 +38,66 @@ def lock_task(task_id: uuid.UUID | str) -> Task:
         raise TaskNotFound(task_id) from exc
 
 
+MAX_BULK_CREATE = 1000
+
+
 def task_create(*, spec: Any, actor: Any) -> Task:
     """Validate a working spec and queue a task for it (operators, and the system)."""
+    return tasks_create(specs=[spec], actor=actor, _single=True)[0]
+
+
+def tasks_create(*, specs: Any, actor: Any, _single: bool = False) -> list[Task]:
+    """Queue a task for each working spec, all or none: one transaction, one bulk write.
+
+    Every spec is validated first; if any is wrong nothing is written and the error names each
+    bad item by its index (``{"3": {"title": [...]}}``), as the input is nested. At most
+    MAX_BULK_CREATE a call.
+    """
     acting = require(actor, roles.can_operate, "create a task")
-    clean = validate_spec(spec)
+    if _single:
+        cleaned = [validate_spec(specs[0])]
+    else:
+        if not isinstance(specs, list) or not 1 <= len(specs) <= MAX_BULK_CREATE:
+            raise InvalidInput(
+                f"A list of 1 to {MAX_BULK_CREATE} working specs.",
+                fields={"non_field_errors": [f"A list of 1 to {MAX_BULK_CREATE} working specs."]},
+            )
+        cleaned, errors = [], {}
+        for index, spec in enumerate(specs):
+            try:
+                cleaned.append(validate_spec(spec))
+            except InvalidInput as exc:
+                errors[str(index)] = exc.fields
+        if errors:
+            raise InvalidInput("Some working specs are not valid; nothing was created.", fields=errors)
+    user = acting.user_or_none()
     with transaction.atomic():
-        task = Task(
-            title=clean["title"],
-            spec=clean,
-            priority=Priority.from_name(clean["priority"]),
-            risk_tier=clean["risk_tier"],
-            max_attempts=clean["max_attempts"],
-            created_by=acting.user_or_none(),
-        )
         w = TaskWrites()
-        transition(
-            w,
-            task,
-            to=TaskState.QUEUED,
-            cause=Cause.CREATE,
-            actor=acting,
-            event=EventType.CREATED,
-            data={"state": TaskState.QUEUED, "actor": acting.actor},
-            audit_action="task.create",
-            audit_data={"title": task.title, "priority": clean["priority"], "risk_tier": task.risk_tier},
-        )
+        created = []
+        for clean in cleaned:
+            task = Task(
+                title=clean["title"],
+                spec=clean,
+                priority=Priority.from_name(clean["priority"]),
+                risk_tier=clean["risk_tier"],
+                max_attempts=clean["max_attempts"],
+                created_by=user,
+            )
+            transition(
+                w,
+                task,
+                to=TaskState.QUEUED,
+                cause=Cause.CREATE,
+                actor=acting,
+                event=EventType.CREATED,
+                data={"state": TaskState.QUEUED, "actor": acting.actor},
+                audit_action="task.create",
+                audit_data={"title": task.title, "priority": clean["priority"], "risk_tier": task.risk_tier},
+            )
+            created.append(task)
         w.flush()
         bus.publish({"kind": "work"})
-    return task
+    return created
 
 
 def _operator_transition(*, task_id: uuid.UUID | str, action: TaskAction, actor: Any, reason: str = "") -> Task:

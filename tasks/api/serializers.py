@@ -223,3 +223,18 @@ class TaskEventPageSerializer(serializers.Serializer):
 
     results = TaskEventSerializer(many=True)
     last_seq = serializers.IntegerField()
+
+
+def bulk_create_bounds(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """Postprocessing hook: the list form of ``POST /api/v1/tasks`` holds 1 to MAX_BULK_CREATE specs.
+
+    drf-spectacular documents a ``many=True`` branch of a PolymorphicProxySerializer as a bare
+    array; the service refuses an empty list and more than MAX_BULK_CREATE, so the schema says so.
+    """
+    from tasks.services import MAX_BULK_CREATE
+
+    body = result.get("components", {}).get("schemas", {}).get("TaskCreate", {})
+    for branch in body.get("oneOf", []):
+        if branch.get("type") == "array":
+            branch.update(minItems=1, maxItems=MAX_BULK_CREATE)
+    return result

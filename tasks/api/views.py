@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -64,8 +64,35 @@ class TaskListView(APIView):
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
         return Response({"results": TaskSerializer(page.items, many=True).data, "next": next_url})
 
-    @extend_schema(request=WorkingSpecSerializer, responses={201: TaskDetailSerializer}, summary="Create a task")
+    @extend_schema(
+        request=PolymorphicProxySerializer(
+            component_name="TaskCreate",
+            serializers=[
+                WorkingSpecSerializer,
+                WorkingSpecSerializer(many=True),
+            ],
+            resource_type_field_name=None,
+            many=False,
+        ),
+        responses={
+            201: PolymorphicProxySerializer(
+                component_name="TaskCreated",
+                serializers=[TaskDetailSerializer, TaskSerializer(many=True)],
+                resource_type_field_name=None,
+                many=False,
+            )
+        },
+        summary="Create a task, or many at once (a list: all or none)",
+        description=(
+            "A working spec creates one task and answers with its detail. A list of 1 to "
+            f"{services.MAX_BULK_CREATE} specs creates them all in one transaction, or none: the "
+            "errors name each bad item by its index. The answer is then the list of created tasks."
+        ),
+    )
     def post(self, request: Request) -> Response:
+        if isinstance(request.data, list):
+            tasks = services.tasks_create(specs=request.data, actor=request.user)
+            return Response(TaskSerializer(tasks, many=True).data, status=status.HTTP_201_CREATED)
         task = services.task_create(spec=request.data, actor=request.user)
         response = _detail(selectors.task_get(task_id=task.pk))
         response.status_code = status.HTTP_201_CREATED

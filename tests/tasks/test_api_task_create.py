@@ -279,7 +279,7 @@ def test_it_requires_a_title(operator_client):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("body", [[{"title": "x"}], "title", 42])
+@pytest.mark.parametrize("body", ["title", 42, True])
 def test_it_rejects_a_body_that_is_not_an_object(operator_client, body):
     errors = post_rejected(operator_client, body)
     assert set(errors) == {"non_field_errors"}
