@@ -103,8 +103,13 @@ class AgencyServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._run("manage.py", "migrate", "--noinput", "-v0")
         self.users = json.loads(self._run(str(ROOT / "tests" / "browser" / "seed.py")))
+        self.launch()
+
+    def launch(self) -> None:
+        """Start ``manage.py serve`` on the data directory as it is: after :meth:`start`'s
+        migration and seeding, or again after :meth:`stop` (same port, data and tokens)."""
         self.log_path = self.data_dir / "serve.log"
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=ROOT,
@@ -148,6 +153,10 @@ class AgencyServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.launch()
 
     def log_tail(self, lines: int = 60) -> str:
         if self.log_path is None or not self.log_path.exists():
