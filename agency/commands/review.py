@@ -301,10 +301,11 @@ def provenance_trailer(state: State, task_id: str) -> int:
 def provenance_verify(state: State, message_file: Any) -> int:
     """Check a commit message's trailers.
 
-    Exit 0 only if they name the task's current verdict and it is an approval.
+    Exit 0 only if they name the task's current verdict, it is an approval, and the task is completed.
     MESSAGE_FILE is the commit message (- for stdin). It needs exactly one Agency-Task:
     and one Agency-Verdict: trailer; the verdict must be the task's current one (a later
-    override supersedes it) and an approval. Anything else exits 1 and says why.
+    override supersedes it) and an approval of a completed task (a risk tier 1 task's
+    automatic approval waits for a reviewer). Anything else exits 1 and says why.
 
     \b
     As a git hook, in .git/hooks/commit-msg:
@@ -335,6 +336,9 @@ def provenance_verify(state: State, message_file: Any) -> int:
         )
     if record.get("decision") != "approved":
         raise CheckFailed(f"{verdict_id} is {record.get('decision')}, not approved")
+    if record.get("task_state") != "completed":
+        why = AWAITING_WHY if record.get("task_state") == "awaiting_review" else ""
+        raise CheckFailed(f"task {task_id} is {record.get('task_state')}, not completed{why}")
     if state.json:
         print_json({"ok": True, **record})
     else:
@@ -342,4 +346,5 @@ def provenance_verify(state: State, message_file: Any) -> int:
     return ExitCode.OK
 
 
+AWAITING_WHY = ": its approval is the gates' recommendation until a reviewer approves it"
 COMMANDS = [override, waiver, provenance]

@@ -200,6 +200,9 @@ class TaskDetailSerializer(TaskSerializer):
 
 class ProvenanceSerializer(serializers.Serializer):
     task_id = serializers.UUIDField()
+    task_state = serializers.ChoiceField(
+        choices=TaskState.values, help_text="A commit may name the verdict once the task is completed."
+    )
     verdict_id = serializers.CharField()
     decision = serializers.ChoiceField(choices=VerdictDecision.values)
     automatic = serializers.BooleanField()

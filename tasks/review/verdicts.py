@@ -189,6 +189,9 @@ def provenance(task: Task) -> dict[str, Any] | None:
         return None
     return {
         "task_id": str(task.pk),
+        # A commit may name the verdict only once the task is completed: a tier 1 task's
+        # automatic approval is a recommendation until a human approves it (awaiting_review).
+        "task_state": task.state,
         "verdict_id": verdict.provenance_id,
         "decision": verdict.decision,
         "automatic": verdict.automatic,

@@ -22,6 +22,11 @@ def awaiting_review(server) -> str:
 def test_approve_then_the_trailers_verify(cli, agency_server, tmp_path):
     task_id = awaiting_review(agency_server)
     assert cli("provenance", "trailer", str(uuid.uuid4())).returncode == 3
+    # The gates' automatic approval of a tier 1 task names nothing a commit may claim yet.
+    automatic = cli("provenance", "trailer", task_id)
+    early = cli("provenance", "verify", "-", stdin="Too soon\n\n" + automatic.stdout)
+    assert early.returncode == 1
+    assert "is awaiting_review, not completed" in early.stderr
 
     approved = cli("override", "approve", task_id, "--reason", "Read the output; it is right.")
     assert approved.returncode == 0, approved.stderr

@@ -4,8 +4,9 @@
     python manage.py provenance verify <message-file>  # exit 0 only if the trailers name an approved verdict
 
 ``verify`` is meant for a git ``commit-msg`` hook (see docs/provenance.md):
-the trailers must name an existing task and that task's current verdict, and
-that verdict must be an approval.
+the trailers must name an existing task and that task's current verdict, that
+verdict must be an approval, and the task must be completed (a risk tier 1
+task's automatic approval waits for a reviewer in ``awaiting_review``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from tasks.exceptions import TaskNotFound
 from tasks.models import Verdict, VerdictDecision
 from tasks.review import verdicts
 from tasks.selectors import task_get
+from tasks.states import TaskState
 
 _TRAILER = re.compile(r"^(Agency-Task|Agency-Verdict):\s*(\S+)\s*$", re.MULTILINE)
 _VERDICT_ID = re.compile(r"^CAWS-VERDICT-([0-9a-f-]{36})$")
+# Why an approved verdict of a task that is not completed names nothing a commit may claim.
+_WHY = {TaskState.AWAITING_REVIEW: "its approval is the gates' recommendation until a reviewer approves it"}
 
 
 class Command(BaseCommand):
@@ -77,4 +81,8 @@ class Command(BaseCommand):
             raise CommandError(f"{verdict_ids[0]} has been superseded by {current.provenance_id}")
         if verdict.decision != VerdictDecision.APPROVED:
             raise CommandError(f"{verdict_ids[0]} is {verdict.decision}, not approved")
+        if task.state != TaskState.COMPLETED:
+            raise CommandError(
+                f"task {task.pk} is {task.state}, not completed: {_WHY.get(task.state, '')}".rstrip(": ")
+            )
         self.stdout.write(f"ok: {verdict.provenance_id} approved task {task.pk}")

@@ -236,8 +236,10 @@ def test_the_provenance_command_prints_trailers_and_verifies_messages(make_task,
     message = tmp_path / "msg"
     message.write_text(f"Add the handler\n\n{trailers}\n")
 
-    # The automatic verdict of a tier 1 task is an approval recommendation, but it is current: it verifies.
-    call_command("provenance", "verify", str(message))
+    # The automatic verdict of a tier 1 task is the gates' approval recommendation: until a reviewer
+    # approves, the task is awaiting_review and no commit may claim it.
+    with pytest.raises(CommandError, match="awaiting_review, not completed"):
+        call_command("provenance", "verify", str(message))
     from tasks.review.verdicts import task_override
 
     task_override(task_id=task.pk, actor=operator, decision="reject", reason="Not what we asked for.")
@@ -247,6 +249,13 @@ def test_the_provenance_command_prints_trailers_and_verifies_messages(make_task,
     message.write_text(f"Add the handler\n\n{capsys.readouterr().out.strip()}\n")
     with pytest.raises(CommandError, match="rejected, not approved"):
         call_command("provenance", "verify", str(message))
+    # A reviewer's approval completes a task: its verdict is what a commit may name.
+    reviewed = tier1_awaiting(make_task)
+    task_override(task_id=reviewed.pk, actor=operator, decision="approve", reason="Reviewed the diff: good.")
+    call_command("provenance", "trailer", str(reviewed.pk))
+    message.write_text(f"Add the handler\n\n{capsys.readouterr().out.strip()}\n")
+    call_command("provenance", "verify", str(message))
+    assert "approved task" in capsys.readouterr().out
     message.write_text("No trailers here\n")
     with pytest.raises(CommandError, match="exactly one"):
         call_command("provenance", "verify", str(message))
@@ -259,6 +268,7 @@ def test_provenance_verify_works_as_a_commit_msg_hook_exit_code(make_task, tmp_p
     if connection.vendor != "sqlite":
         pytest.skip("the child process finds the SQLite test database by path")
     task = tier1_awaiting(make_task)
+    Task.objects.filter(pk=task.pk).update(state="completed")  # as a reviewer's approval of the verdict leaves it
     verdict = Verdict.objects.get(task=task)
     good = tmp_path / "good"
     good.write_text(f"x\n\nAgency-Task: {task.pk}\nAgency-Verdict: {verdict.provenance_id}\n")
