@@ -119,6 +119,56 @@ def redis_url() -> str:
     ).stdout.strip()
 
 
+# A second scripts/pg-cluster, with PostgreSQL's stock durability (fsync, synchronous_commit and
+# full_page_writes on) as the Celery baseline's cluster has: the usual one is a test cluster with
+# all three off, which spares every commit its WAL flush to disk and so flatters any benchmark
+# that commits once per task (../shared/bench/celery's producer does, and so does task_create).
+DURABLE_PG_ENV = {
+    "PGC_DATA": os.environ.get("BENCH_DURABLE_PGC_DATA", "/tmp/agency-pg-durable"),  # noqa: S108 - a throwaway cluster
+    "PGC_PORT": os.environ.get("BENCH_DURABLE_PGC_PORT", "55442"),
+}
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
+def use_durable_postgres() -> None:
+    """Make ``scripts/pg-cluster`` (in this process and every process it starts) mean the
+    durable cluster; :func:`postgres_url` then starts it and :func:`make_durable` sets it up."""
+    os.environ.update(DURABLE_PG_ENV)
+
+
+def pg_cluster_running() -> bool:
+    return subprocess.run([ROOT / "scripts" / "pg-cluster", "status"], capture_output=True).returncode == 0
+
+
+def pg_cluster_stop() -> None:
+    subprocess.run([ROOT / "scripts" / "pg-cluster", "stop"], check=False, stderr=subprocess.DEVNULL)
+
+
+def make_durable() -> dict[str, str]:
+    """Turn the running cluster's durability on and return the settings it then shows.
+
+    ALTER SYSTEM writes postgresql.auto.conf, which is read after the settings file that
+    scripts/pg-cluster rewrites on every start, so the cluster stays durable across restarts.
+    All three settings take a reload, not a restart.
+    """
+    psql = [ROOT / "scripts" / "pg-cluster", "psql", "-d", "postgres", "-qAt", "-v", "ON_ERROR_STOP=1"]
+    statements = [f"ALTER SYSTEM SET {name} = {value}" for name, value in DURABLE_SETTINGS.items()]
+    subprocess.run([*psql, *(arg for sql in [*statements, "SELECT pg_reload_conf()"] for arg in ("-c", sql))],
+                   check=True, capture_output=True)  # fmt: skip
+    shown: dict[str, str] = {}
+    for _ in range(50):  # the reload is asynchronous
+        out = subprocess.run(
+            [*psql, "-c", "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', "
+             "'full_page_writes')"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        shown = dict(line.split("|", 1) for line in out.split())
+        if shown == DURABLE_SETTINGS:
+            break
+        time.sleep(0.1)
+    return shown
+
+
 def migrate(env: dict[str, str]) -> None:
     subprocess.run([PYTHON, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
 
@@ -170,6 +220,79 @@ def register_worker(url: str, *, capacity: int, name: str = WORKER_NAME, token: 
 
 def echo_spec(**extra: Any) -> dict[str, Any]:
     return {"title": "bench echo", "capabilities": ["reference"], "input": {"kind": "echo", "n": 1}, **extra}
+
+
+# The Celery baseline's working spec and worker result (../shared/bench/celery/common.py), in this
+# project's spec: about 1 KB of spec, and an echo input that makes the reference worker answer
+# with about 1 KB of result (output, three files created inside the scope, rationale).
+_CELERY_PROMPT = (
+    "Refactor the retry helper in the payments client so that transient HTTP errors "
+    "(timeouts, 429, 5xx) are retried with exponential backoff and full jitter, while 4xx "
+    "responses fail fast. Keep the public signature unchanged, add unit tests for each branch, "
+    "and update the changelog entry. Do not touch the billing models or migrations."
+)
+_CELERY_OUTPUT = (
+    "Implemented exponential backoff with full jitter in retry.py, routed client calls "
+    "through it, and added six unit tests covering 2xx, 404, 429, 503 and timeout paths. "
+    "All tests pass locally."
+)
+_CELERY_FILES = [  # creates, not the baseline's diffs: a diff needs the file in the worker's workspace (serve)
+    {
+        "path": "src/payments/retry.py",
+        "operation": "create",
+        "content": "def call_with_retry(fn, *, attempts=3, base=0.1):\n"
+        "    delay = random.uniform(0, base * 2 ** attempts)\n",
+    },
+    {
+        "path": "src/payments/client.py",
+        "operation": "create",
+        "content": "class Client:\n    def send(self, req):\n        return call_with_retry(lambda: self._send(req))\n",
+    },
+    {
+        "path": "tests/payments/test_retry.py",
+        "operation": "create",
+        "content": "def test_retries_503(client):\n    assert client.get('/flaky').status == 200\n",
+    },
+]
+
+
+def celery_like_spec(i: int) -> dict[str, Any]:
+    """The Celery baseline's task ``i``: the same text, scope, budget and acceptance, and a result
+    of the same size. Its three files are created with their content rather than changed by diffs
+    (a diff needs the file in the worker's workspace, as serve's worker has one), and the
+    baseline's stub body (``...``) is a real line, which the gates accept."""
+    return {
+        "title": f"Task {i:06d}: harden payments client retries",
+        "description": _CELERY_PROMPT,
+        "risk_tier": 2,
+        "mode": "refactor",
+        "scope": {
+            "in": ["src/payments/client.py", "src/payments/retry.py", "tests/payments/"],
+            "out": ["src/billing/", "migrations/"],
+        },
+        "change_budget": {"max_files": 8, "max_lines": 300},
+        "acceptance": [
+            {"id": "A1", "given": "a 503 response", "when": "the client calls", "then": "it retries up to 3 times"},
+            {"id": "A2", "given": "a 404 response", "when": "the client calls", "then": "it raises immediately"},
+            {"id": "A3", "given": "the test suite", "when": "it runs", "then": "all tests pass"},
+        ],
+        "capabilities": ["reference"],
+        "input": {
+            "kind": "echo",
+            "output": _CELERY_OUTPUT,
+            "files_modified": _CELERY_FILES,
+            "rationale": "Retry policy centralised; 4xx never retried so that bad requests surface immediately.",
+            "self_assessment": {"confidence": 0.82, "quality_score": 0.9, "concerns": ["jitter in timing tests"]},
+        },
+    }
+
+
+PAYLOADS = ("echo", "celery")
+
+
+def task_spec(payload: str, i: int) -> dict[str, Any]:
+    """Task ``i`` of a benchmark: the minimal ``echo`` spec, or the Celery baseline's (``celery``)."""
+    return celery_like_spec(i) if payload == "celery" else echo_spec()
 
 
 def sleep_spec(seconds: float, interval_s: float, **extra: Any) -> dict[str, Any]:
@@ -358,6 +481,37 @@ def start_dispatcher(
     return proc
 
 
+def read_line(proc: Proc, prefix: str, timeout_s: float) -> str:
+    """The rest of the next line that ``proc`` prints (on its stdout pipe) starting with ``prefix``.
+
+    Reads the pipe's descriptor itself, so that no line waits in a file object's buffer while
+    ``select`` says there is nothing to read.
+    """
+    assert proc.popen.stdout is not None
+    fd = proc.popen.stdout.fileno()
+    buffer: bytes = proc.info.setdefault("_stdout", b"")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            proc.info["_stdout"] = buffer
+            text = line.decode(errors="replace")
+            if text.startswith(prefix):
+                return text[len(prefix) :].strip()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RuntimeError(
+                f"{proc.name}: no {prefix.strip()!r} line in {timeout_s:.0f} s: {proc.log_text()[-3000:]}"
+            )
+        ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"{proc.name} exited ({proc.popen.poll()}): {proc.log_text()[-3000:]}")
+            buffer += chunk
+            proc.info["_stdout"] = buffer
+
+
 def wait_for_log(proc: Proc, needle: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -423,6 +577,16 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
+def redis_pids() -> list[int]:
+    """The ``scripts/redis-server`` process (its pid file), when it runs."""
+    path = Path(os.environ.get("REDIS_DIR", "/tmp/agency-redis")) / "redis.pid"  # noqa: S108 - the script's default
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    return [pid] if Path(f"/proc/{pid}").exists() else []
+
+
 def _machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -480,6 +644,19 @@ class CpuMeter:
             # run with much of it are suspect.
             "other_cpu_s": round(max(0.0, busy_s - sum(used.values())), 1),
         }
+
+
+def cpu_ms_per_task(
+    cpu: dict[str, Any], tasks: int, *, dispatcher: Sequence[str], producer: Sequence[str]
+) -> dict[str, float]:
+    """CPU ms a task: of the dispatcher process(es), of the producer, and of every process measured
+    together (dispatchers, worker, PostgreSQL, producer, API server, Redis, the polling driver)."""
+    used = cpu["cpu_s"]
+
+    def ms(names: Iterable[str]) -> float:
+        return round(1000 * sum(used.get(name, 0.0) for name in names) / max(1, tasks), 3)
+
+    return {"dispatcher": ms(dispatcher), "producer": ms(producer), "all": ms(used)}
 
 
 def machine_busy_pct(seconds: float) -> float:
