@@ -319,7 +319,7 @@ def query_run_page(request: HttpRequest, query_id: Any) -> HttpResponse:
             add_run_errors(form, exc.fields)
             status = 400
         except (QueryRefused, QueryTimedOut) as exc:
-            error, status = str(exc), 400
+            error, status = str(exc), exc.http_status  # 503 when the read-only connection is missing
         else:
             result = {
                 "columns": page_.columns,
@@ -352,21 +352,21 @@ def query_export_page(request: HttpRequest, query_id: Any) -> HttpResponse:
     """Every row as CSV, streamed; a refusal or a bad parameter is the page with its message (400)."""
     query = services.query_get(actor=request.user, query_id=query_id)
     form = run_form_class(query)(request.POST)
-    error = None
+    error, status = None, 400
     if form.is_valid():
         try:
             export = services.query_export(actor=request.user, query_id=query.pk, params=run_values(query, form))
         except InvalidInput as exc:
             add_run_errors(form, exc.fields)
         except (QueryRefused, QueryTimedOut) as exc:
-            error = str(exc)
+            error, status = str(exc), exc.http_status
         else:
             response = StreamingHttpResponse(stream_csv(export), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = f'attachment; filename="{filename(query.name)}.csv"'
             response["Cache-Control"] = "no-store"
             return response
     context = _detail_context(request, query, run_form=form, run_error=error, ran=True)
-    return render(request, "metrics/queries/detail.html", context, status=400)
+    return render(request, "metrics/queries/detail.html", context, status=status)
 
 
 def _pages(offset: int, limit: int, *, more: bool) -> list[tuple[str, int]]:

@@ -367,8 +367,18 @@ APP_ROWS = (
         values=QUERY,
         note="a shared query",
     ),
-    url("queries/<uuid:query_id>/run/", Door.PAGE, post(VIEWERS, 200), values=QUERY),
-    url("queries/<uuid:query_id>/export.csv", Door.PAGE, post(VIEWERS, 200), values=QUERY, note="a CSV download"),
+    url(
+        "queries/<uuid:query_id>/run/",
+        Door.PAGE,
+        post(VIEWERS, 400, {"limit": "7"}, note="a page size not offered: 400 shows the door opened"),
+        values=QUERY,
+    ),
+    url(
+        "queries/<uuid:query_id>/export.csv",
+        Door.PAGE,
+        post(VIEWERS, 400, {"limit": "7"}, note="a CSV download; a bad form: 400 shows the door opened"),
+        values=QUERY,
+    ),
     url("queries/<uuid:query_id>/delete/", Door.PAGE, post(ADMINS, 302), values=QUERY),
 )
 

@@ -277,3 +277,19 @@ def test_an_export_left_by_its_client_is_recorded_as_aborted(viewer, admin_user,
     run = QueryRun.objects.get()
     assert (run.kind, run.outcome, run.rows) == (RunKind.EXPORT, RunOutcome.ABORTED, services.EXPORT_CHUNK)
     assert run.error == "The client went away before the last row."
+
+
+def test_on_postgresql_without_the_read_only_url_the_page_says_why_with_a_503(client, viewer, query, settings):
+    from django.db import connection
+
+    from metrics.queries import readonly
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite needs no URL")
+    readonly.close_idle()
+    settings.DATABASE_READONLY_URL = ""
+    logged_in(client, viewer)
+    for path in (f"/queries/{query.pk}/run/", f"/queries/{query.pk}/export.csv"):
+        response = client.post(path, {})
+        assert response.status_code == 503
+        assert "DATABASE_READONLY_URL is not set" in response.content.decode()
