@@ -237,7 +237,12 @@ PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
 
 # --- Worker proxy -----------------------------------------------------------------
-# The hosts /api/proxy/workers/{name}/{path} may reach are the egress policy's, below.
+# The worker hosts /api/proxy/workers/{name}/{path} may reach, by name (case-insensitive; "*"
+# any): a worker elsewhere is a 403 {"error": "Host not allowed"}. To extend it, list the
+# defaults and yours. The egress policy below applies to the proxy as well.
+WORKER_PROXY_ALLOWED_HOSTS = env.list(
+    "WORKER_PROXY_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "agent-agency-v3.local"]
+)
 WORKER_PROXY_TIMEOUT_S = env.float("WORKER_PROXY_TIMEOUT_S", default=5.0)
 
 # --- Egress policy ---

@@ -11,6 +11,8 @@ network. This view makes that one GET on their behalf, and nothing more:
 - **Read-only.** GET and HEAD; anything else is a 405 with ``Allow``. HEAD is answered
   as GET without the body, so that it works with workers that only implement GET (the
   reference worker among them) and its headers are those of the GET.
+- **The proxy's hosts.** The worker's host must be one of ``WORKER_PROXY_ALLOWED_HOSTS``
+  (by default ``localhost``, ``127.0.0.1`` and ``agent-agency-v3.local``), by name.
 - **The egress policy.** The worker's URL is held to :mod:`security.egress`, as every call
   to a worker is: its host by name (``EGRESS_ALLOWED_HOSTS``, metadata names, numeric
   forms) before anything else, and the addresses the name resolves to at the moment of
@@ -156,6 +158,9 @@ def check_host(worker: Worker) -> None:
         raise HostNotAllowed(host, "the URL's port is malformed.") from exc
     if parts.scheme not in egress.ALLOWED_SCHEMES or not host:
         raise HostNotAllowed(host, "the URL is not http(s) with a host.")
+    allowed = {h.strip().strip("[]").lower().rstrip(".") for h in settings.WORKER_PROXY_ALLOWED_HOSTS}
+    if "*" not in allowed and host.lower().rstrip(".") not in allowed:
+        raise HostNotAllowed(host, "it is not one of the proxy's hosts (WORKER_PROXY_ALLOWED_HOSTS).")
     try:
         egress.check_host(host)
     except egress.EgressDenied as exc:

@@ -296,8 +296,9 @@ def test_a_host_the_egress_policy_refuses_is_refused_before_any_connection(
 
 
 def test_a_name_that_resolves_to_a_refused_address_is_refused_at_connect_time(
-    admin_client_api, connections, monkeypatch, schema
+    admin_client_api, connections, monkeypatch, schema, settings
 ):
+    settings.WORKER_PROXY_ALLOWED_HOSTS = ["*"]  # the egress policy's own check, below the proxy's
     monkeypatch.setattr(egress, "resolver", lambda host, port: [(socket.AF_INET, ("169.254.169.254", port))])
     unchecked_worker("rebound", "http://localhost.evil.example:9/", token="far-token-0123456789")
     r = admin_client_api.get(url("rebound", "health"))
@@ -309,8 +310,9 @@ def test_a_name_that_resolves_to_a_refused_address_is_refused_at_connect_time(
 
 
 def test_a_dns_answer_that_changes_after_registration_is_caught_when_the_proxy_connects(
-    admin_client_api, fake_worker, monkeypatch
+    admin_client_api, fake_worker, monkeypatch, settings
 ):
+    settings.WORKER_PROXY_ALLOWED_HOSTS = ["worker.moving.example"]
     port = int(fake_worker.url.rsplit(":", 1)[1])
     answer = {"address": "127.0.0.1"}
     monkeypatch.setattr(egress, "resolver", lambda host, port: [(socket.AF_INET, (answer["address"], port))])
@@ -357,6 +359,7 @@ def test_the_allowlist_is_the_egress_setting(admin_client_api, fake, settings):
     ],
 )
 def test_hosts_are_compared_as_names(settings, base_url, allowed):
+    settings.WORKER_PROXY_ALLOWED_HOSTS = ["*"]
     settings.EGRESS_ALLOWED_HOSTS = ["localhost", "[::1]", "Worker.Internal", "*.workers.example"]
     worker = Worker(name="w", base_url=base_url)
     if allowed:
@@ -364,6 +367,31 @@ def test_hosts_are_compared_as_names(settings, base_url, allowed):
     else:
         with pytest.raises(proxy.HostNotAllowed):
             proxy.check_host(worker)
+
+
+def test_by_default_the_proxy_reaches_only_localhost_127_0_0_1_and_agent_agency_v3_local(
+    admin_client_api, connections, monkeypatch, schema
+):
+    looked_up = []
+    monkeypatch.setattr(egress, "resolver", lambda host, port: looked_up.append(host) or [])
+    for name, base_url in [("elsewhere", "http://agent-agency-v4.example:8080"), ("ten", "http://10.0.0.7:9/")]:
+        unchecked_worker(name, base_url, token="far-token-0123456789")
+        r = admin_client_api.get(url(name, "health"))
+        assert r.status_code == 403
+        assert r.json()["error"] == "Host not allowed"
+        assert "WORKER_PROXY_ALLOWED_HOSTS" in r.json()["detail"]
+        conforms(schema, r)
+    assert looked_up == []  # refused by name: no DNS, no connection
+    assert connections == []
+    for base_url in ("http://LOCALHOST:9/", "http://127.0.0.1:9/", "http://agent-agency-v3.local./"):
+        proxy.check_host(Worker(name="w", base_url=base_url))
+
+
+def test_the_proxys_hosts_are_extended_in_settings(admin_client_api, fake, settings):
+    settings.WORKER_PROXY_ALLOWED_HOSTS = ["agent-agency-v3.local"]
+    assert admin_client_api.get(url("fake", "x")).json()["error"] == "Host not allowed"
+    settings.WORKER_PROXY_ALLOWED_HOSTS = ["agent-agency-v3.local", " 127.0.0.1 "]
+    assert admin_client_api.get(url("fake", "x")).status_code == 200
 
 
 # --- the path ---------------------------------------------------------------------------------

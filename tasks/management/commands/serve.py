@@ -145,6 +145,9 @@ class Command(BaseCommand):
             signal_handlers=True,
             action_logger=self._log_action,
             ready_callable=ready,
+            # daphne's default 5 s: a burst of hundreds of WebSocket connects (pages reconnecting
+            # after a restart) is handled one after the other and the last ones were dropped.
+            websocket_handshake_timeout=30,
         ).run()
         if starter.is_alive():
             starter.join(timeout=30)  # stopped while starting: let it finish, then stop what it started
