@@ -213,7 +213,9 @@ def _fetch(config: WorkerConfig, url: str, headers: dict[str, str]) -> tuple[int
         raise HostNotAllowed(exc.host, exc.message) from exc
     except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise _timed_out(config, timeout_s) from exc
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        # ValueError: what http.client refuses to send (a stored token past latin-1, from before
+        # tokens were held to printable ASCII), among others.
         reason = redact(f"{type(exc).__name__}: {exc}")[:300]
         raise BadGateway(f"Worker {config.name!r} is unreachable ({reason}).", code="worker_unreachable") from exc
     finally:

@@ -633,3 +633,12 @@ def test_reading_through_the_proxy_writes_nothing(admin_client_api, ref):
     before = (AuditRecord.objects.count(), list(Worker.objects.values()))
     assert admin_client_api.get(url("ref", "health")).status_code == 200
     assert (AuditRecord.objects.count(), list(Worker.objects.values())) == before
+
+
+def test_a_stored_token_that_no_header_can_carry_is_a_bad_gateway_not_a_500(admin_client_api, schema):
+    # Tokens are held to printable ASCII now; a row stored before that still cannot break the proxy.
+    unchecked_worker("old", "http://localhost:9/", token="Ā-not-latin-1")
+    r = admin_client_api.get(url("old", "health"))
+    assert r.status_code == 502
+    assert r.json()["code"] == "worker_unreachable"
+    conforms(schema, r)

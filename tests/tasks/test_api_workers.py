@@ -354,3 +354,12 @@ def test_the_schema_documents_the_registry(viewer_client):
     assert worker["health_checked_at"]["nullable"] is True
     assert worker["health_latency_ms"]["nullable"] is True
     assert doc["components"]["schemas"]["WorkerRegister"]["properties"]["token"]["writeOnly"] is True
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("token", ["Ā", "with space", "tab\there", "nul\x00", "é"])
+def test_a_token_that_an_authorization_header_cannot_carry_is_refused(admin_client_api, token):
+    body = {"name": "w-token", "base_url": "http://127.0.0.1:9", "token": token}
+    response = admin_client_api.post("/api/v1/workers", body, format="json")
+    assert response.status_code == 400
+    assert "A token is printable ASCII: no spaces, control or non-ASCII characters." in response.json()["token"]
