@@ -721,3 +721,26 @@ def cpu_note(cpu: dict[str, Any]) -> str:
         f"wall {cpu['wall_s']:.1f} s, machine busy {cpu['machine_busy_pct']:.0f} % of 2 cores; CPU s: {parts}, "
         f"other processes {cpu.get('other_cpu_s', 0):.1f}"
     )
+
+
+def serve_asgi(env: dict[str, str], port: int, *, timeout_s: float = 20.0) -> subprocess.Popen:
+    """The real ASGI app under daphne (one process) on 127.0.0.1:``port``, once /healthz answers."""
+    import requests
+
+    server = subprocess.Popen(
+        [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return server
+        except requests.ConnectionError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"daphne on port {port} did not answer /healthz within {timeout_s:g} s") from None
+            time.sleep(0.1)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import requests
-from _common import LOCAL_PRODUCTION  # bench/ is on sys.path when run as a script
+from _common import LOCAL_PRODUCTION, serve_asgi  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -167,21 +167,9 @@ def main() -> None:
     token, session_key = credentials()
 
     env = os.environ | {"LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "config.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = serve_asgi(env, args.port)
     try:
         base = f"http://127.0.0.1:{args.port}"
-        for _ in range(100):
-            try:
-                requests.get(f"{base}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
         api = requests.Session()
         api.headers["Authorization"] = f"Token {token}"
         api.headers["Accept"] = "application/json"

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import requests
-from _common import ROOT, base_env, percentile, postgres_url, rss_kb  # bench/ is on sys.path as a script
+from _common import ROOT, base_env, percentile, postgres_url, rss_kb, serve_asgi  # bench/ is on sys.path as a script
 from sse import free_port
 
 BENCH_DB = "agency_bench_queries"
@@ -166,21 +166,9 @@ def one_database(database: str, rows: int, n_requests: int) -> None:
     user, token, session_key = credentials()
     ids = saved_queries(user)
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = serve_asgi(env, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                requests.get(f"{base}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
         api = requests.Session()
         api.headers["Authorization"] = f"Token {token}"
         print(f"\n{rows:,} tasks on {database}: POST /api/v1/queries/{{id}}/run, limit 500, {n_requests} runs each")
