@@ -10,6 +10,7 @@ frames) and the whole reply, the result's ``output``, becomes the assistant's me
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,19 +29,38 @@ CAPABILITY = "chat"
 # Earlier messages of the session sent along with the new one.
 HISTORY = 20
 _breakers: BreakerRegistry | None = None
+# Seconds a chat-worker lookup is reused (see chat_worker).
+LOOKUP_TTL_S = 5.0
+_lookup: tuple[float, int | None] | None = None  # (when it was read, the worker's pk or None)
+
+
+def _chat_worker_pk() -> int | None:
+    # Capabilities are read alone: a whole worker row decrypts its token, which costs more than
+    # the rest of a chat message.
+    rows = Worker.objects.filter(enabled=True).order_by("name").values_list("pk", "capabilities")
+    return next((pk for pk, capabilities in rows if CAPABILITY in (capabilities or [])), None)
 
 
 def chat_worker() -> Worker | None:
     """The enabled worker with the ``chat`` capability (the first by name), if there is one.
 
-    Capabilities are read alone first: a whole worker row decrypts its token, which costs more
-    than the rest of a chat message, and most messages find no chat worker.
+    Every free-text message asks, and most find none: which worker it is (or that there is
+    none) is remembered for :data:`LOOKUP_TTL_S`, and forgotten at once when a worker is saved
+    or deleted in this process (registering, enabling, disabling, removing all save). A change
+    made by another process is seen within the TTL.
     """
-    rows = Worker.objects.filter(enabled=True).order_by("name").values_list("pk", "capabilities")
-    for pk, capabilities in rows:
-        if CAPABILITY in (capabilities or []):
-            return Worker.objects.filter(pk=pk).first()
-    return None
+    global _lookup
+    now = time.monotonic()
+    if _lookup is None or now - _lookup[0] > LOOKUP_TTL_S:
+        _lookup = (now, _chat_worker_pk())
+    pk = _lookup[1]
+    return None if pk is None else Worker.objects.filter(pk=pk, enabled=True).first()
+
+
+def forget_chat_worker(**_: Any) -> None:
+    """Signal receiver: a worker changed, look the chat worker up again."""
+    global _lookup
+    _lookup = None
 
 
 def _registry() -> BreakerRegistry:

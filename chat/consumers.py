@@ -51,9 +51,9 @@ from metrics.stream.views import in_db_thread
 
 logger = logging.getLogger("agency.chat")
 AFTER = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes superscripts and other scripts
-# Replies run here, not on the streams' four database threads: a reply may wait on a chat
-# worker for up to CHAT_WORKER_TIMEOUT_S, and a few slow ones must not stall every connection
-# (and SSE stream) of the process.
+# Messages and their replies run here, not on the streams' four database threads: a reply may
+# wait on a chat worker for up to CHAT_WORKER_TIMEOUT_S, and a few slow ones must not stall
+# every connection (and SSE stream) of the process.
 REPLY_THREADS = 16
 _reply_pool = ThreadPoolExecutor(max_workers=REPLY_THREADS, thread_name_prefix="agency-chat-reply")
 # Messages sent on connect when the client names no ``after``.
@@ -201,49 +201,58 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._message(frame)
 
     async def _message(self, frame: dict[str, Any]) -> None:
+        """Store the user's message, ack it, compute and store the reply: one trip to a thread.
+
+        The ack and a chat worker's reply pieces go out in the order the thread produced them,
+        through one queue; the stored pair is then sent as ``message`` frames.
+        """
         content, client_id = frame["content"], frame.get("client_id")
         metadata = {"client_id": client_id} if client_id else {}
-        try:
-            posted = await in_db_thread(
-                lambda: services.message_post(actor=self.user, session=self.session, content=content, metadata=metadata)
-            )
-        except (NotFound, PermissionDenied) as exc:
-            await self._send({"type": "error", "code": exc.code, "detail": exc.message})
-            return
-        except Exception as exc:  # the session closed meanwhile, or the database failed
-            code = getattr(exc, "code", "server_error")
-            await self._send(
-                {"type": "error", "code": code, "detail": getattr(exc, "message", "The message was not saved.")}
-            )
-            return
-        ack = {"type": "ack", "seq": posted.seq, "created_at": message_data(posted)["created_at"]}
-        if client_id:
-            ack["client_id"] = client_id
-        await self._send(ack)
-
-        # A chat worker's reply streams in pieces: each one goes out as an event frame at once.
         loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        relay = asyncio.ensure_future(self._relay(pieces, posted.seq))
+        frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        relay = asyncio.ensure_future(self._relay(frames))
 
-        def on_delta(piece: str) -> None:
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+        def out(item: dict[str, Any] | None) -> None:
+            loop.call_soon_threadsafe(frames.put_nowait, item)
 
+        def post_and_reply() -> tuple[ChatMessage, ChatMessage] | None:
+            try:
+                posted = services.message_post(
+                    actor=self.user, session=self.session, content=content, metadata=metadata
+                )
+            except (NotFound, PermissionDenied) as exc:
+                out({"type": "error", "code": exc.code, "detail": exc.message})
+                return None
+            except Exception as exc:  # the session closed meanwhile, or the database failed
+                code = getattr(exc, "code", "server_error")
+                out({"type": "error", "code": code, "detail": getattr(exc, "message", "The message was not saved.")})
+                return None
+            ack = {"type": "ack", "seq": posted.seq, "created_at": message_data(posted)["created_at"]}
+            if client_id:
+                ack["client_id"] = client_id
+            out(ack)
+
+            def on_delta(piece: str) -> None:
+                out({"type": "event", "event": "reply_delta", "in_reply_to": posted.seq, "text": piece})
+
+            return posted, commands.reply_to(actor=self.user, session=self.session, posted=posted, on_delta=on_delta)
+
+        # Replies run on their own threads, not on the streams' four database threads: a reply
+        # may wait on a chat worker for up to CHAT_WORKER_TIMEOUT_S.
         try:
-            reply = await in_db_thread(
-                lambda: commands.reply_to(actor=self.user, session=self.session, posted=posted, on_delta=on_delta),
-                pool=_reply_pool,
-            )
+            stored = await in_db_thread(post_and_reply, pool=_reply_pool)
         finally:
-            loop.call_soon_threadsafe(pieces.put_nowait, None)
+            out(None)
             await relay
-        await self._flush(known=[posted, reply])
+        if stored is None:
+            return
+        await self._flush(known=list(stored))
         # Other connections of this session (other tabs, other processes) hear of both.
-        announce(self.session_id, reply.seq)
+        announce(self.session_id, stored[1].seq)
 
-    async def _relay(self, pieces: asyncio.Queue, in_reply_to: int) -> None:
-        while (piece := await pieces.get()) is not None:
-            await self._send({"type": "event", "event": "reply_delta", "in_reply_to": in_reply_to, "text": piece})
+    async def _relay(self, frames: asyncio.Queue) -> None:
+        while (frame := await frames.get()) is not None:
+            await self._send(frame)
 
     async def _flush(self, *, as_history: bool = False, known: list[ChatMessage] | None = None) -> None:
         """Send every message after the last one sent, in order, once.

@@ -142,3 +142,19 @@ def test_watch_stops_writing_once_the_session_is_closed(operator, session, make_
     process([([TaskChanged(str(task.pk), 2, "queued", "running", "claim")], [])])
     assert session.messages.count() == 0
     assert not ChatWatch.objects.exists()
+
+
+def test_the_chat_worker_lookup_sees_a_worker_registered_enabled_disabled_or_removed_at_once(admin_user):
+    from chat import assist
+    from tasks import workers
+
+    assist.forget_chat_worker()
+    assert assist.chat_worker() is None  # remembered: no chat worker
+    workers.worker_register(actor=admin_user, name="talker", base_url="http://127.0.0.1:9", capabilities=["chat"])
+    assert assist.chat_worker().name == "talker"
+    workers.worker_set_enabled(actor=admin_user, name="talker", enabled=False)
+    assert assist.chat_worker() is None
+    workers.worker_set_enabled(actor=admin_user, name="talker", enabled=True)
+    assert assist.chat_worker().name == "talker"
+    workers.worker_delete(actor=admin_user, name="talker")
+    assert assist.chat_worker() is None
