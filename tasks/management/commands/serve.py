@@ -141,7 +141,10 @@ class Command(BaseCommand):
         self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl-C to stop)")
         Server(
             application=application,
-            endpoints=[f"tcp:port={port}:interface={host}"],
+            # A listen queue of 1,024, not twisted's 50: when hundreds of pages reconnect at once
+            # (a restart, a network blip) the kernel dropped the connects past 50, and each
+            # dropped client waited a second for its SYN to be sent again.
+            endpoints=[f"tcp:port={port}:interface={host}:backlog=1024"],
             signal_handlers=True,
             action_logger=self._log_action,
             ready_callable=ready,
