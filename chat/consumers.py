@@ -83,6 +83,13 @@ class Bucket:
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # No channel layer: a session's connections hear of new messages through django-eventstream's
+    # listeners (across processes through its Redis publish/subscribe), never through groups.
+    # With the Redis channel layer each connection would also hold a blocking receive on Redis,
+    # and a Redis stall of a few seconds made that receive raise and daphne close every chat
+    # socket with 1011 (tests/chat/test_consumer_redis.py).
+    channel_layer_alias = None
+
     session_id: uuid.UUID
     user: Any
 
