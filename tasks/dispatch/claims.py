@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 
+from config.rows import instances, select_list
 from metrics import instruments
 from security import roles
 from security.principals import Principal, require
@@ -132,17 +133,11 @@ def _due_candidates(*, now: datetime, limit: int, wanted: Callable[[], int]) -> 
     reads (and locks) just the rows it takes. Each task the caller skips makes it read
     further, up to ``CLAIM_READ_FACTOR * limit`` rows in all.
     """
-    due = (
-        Task.objects.select_for_update(skip_locked=True)
-        .filter(state=TaskState.QUEUED)
-        .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-        .order_by("-priority", "created_at")
-    )
     budget = max(limit * CLAIM_READ_FACTOR, 32)
     seen: list[Any] = []
     while (need := wanted()) > 0 and len(seen) < budget:
         size = min(need if not seen else max(need, 8), budget - len(seen))
-        page = list((due.exclude(pk__in=seen) if seen else due)[:size])
+        page = _due_page(now, size, seen)
         seen += [task.pk for task in page]
         for task in page:
             if wanted() <= 0:
@@ -150,3 +145,30 @@ def _due_candidates(*, now: datetime, limit: int, wanted: Callable[[], int]) -> 
             yield task
         if len(page) < size:
             return  # nothing more is due
+
+
+def _due_page(now: datetime, size: int, seen: list[Any]) -> list[Task]:
+    """One page of :func:`_due_candidates`: a hand-written statement, as the claim is the hot path.
+
+    The ORM's version (``select_for_update(skip_locked=True)…order_by("-priority",
+    "created_at")``) spent a tenth of the dispatcher's CPU resolving and hashing its ORDER BY
+    expressions; this is the statement it produced, on the partial index ``task_claim_idx``.
+    SQLite has no row locks (its IMMEDIATE transaction holds the database), so no FOR UPDATE.
+    """
+    quote, ops = connection.ops.quote_name, connection.ops
+    pk = Task._meta.pk
+    sql = (
+        f"SELECT {select_list(Task, 't')} FROM {quote(Task._meta.db_table)} t "  # noqa: S608 - model names; values bound
+        "WHERE t.state = %s AND (t.run_after IS NULL OR t.run_after <= %s)"
+    )
+    params: list[Any] = [TaskState.QUEUED.value, ops.adapt_datetimefield_value(now)]
+    if seen:
+        sql += f" AND NOT (t.{quote(pk.column)} IN ({', '.join(['%s'] * len(seen))}))"
+        params += [pk.get_db_prep_value(task_id, connection) for task_id in seen]
+    sql += " ORDER BY t.priority DESC, t.created_at ASC LIMIT %s"
+    params.append(size)
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE SKIP LOCKED"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [instances(row, [Task])[0] for row in cursor.fetchall()]
