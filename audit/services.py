@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, normalize_data, record_hash
 from audit.models import AuditRecord
+from config.rows import insert_rows
 
 # Key of the PostgreSQL advisory lock that serialises appends ("auditchn" as a bigint).
 CHAIN_LOCK_KEY = int.from_bytes(b"auditchn", "big")
@@ -136,7 +137,7 @@ def audit_records(entries: Sequence[AuditEntry]) -> list[AuditRecord]:
             prev_hash=record.prev_hash,
         )
         records.append(record)
-    AuditRecord.objects.using(using).bulk_create(records, batch_size=1000)
+    insert_rows(records, using)
     _heads[connection] = _Head(seq, prev_hash, connection.run_on_commit)
     return records
 

@@ -32,6 +32,7 @@ from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
 from audit.services import AuditEntry, audit_records
+from config.rows import insert_rows
 from security.principals import Principal
 from tasks.exceptions import IllegalTransition
 from tasks.models import Task, TaskEvent, Verdict
@@ -157,16 +158,14 @@ class TaskWrites:
         """Write everything collected; call it inside the transaction that holds the row locks."""
         if not transaction.get_connection().in_atomic_block:
             raise RuntimeError("TaskWrites.flush() must run inside the transaction that locked the tasks")
-        Task.objects.bulk_create(self._new)
-        for task in self._new:
-            task._state.adding = False
+        insert_rows(self._new)
         groups: dict[tuple[str, ...], list[Task]] = {}
         for task, fields in self._dirty.values():
             groups.setdefault(tuple(sorted(fields)), []).append(task)
         for fields, tasks in groups.items():
             update_rows(tasks, fields)
-        TaskEvent.objects.bulk_create(self._events)
-        Verdict.objects.bulk_create(self._verdicts)
+        insert_rows(self._events)
+        insert_rows(self._verdicts)
         audit_records(self._audit)
         if self._changes or self._events:
             # One callback for the batch; each transition still gets its own publication.

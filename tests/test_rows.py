@@ -52,3 +52,26 @@ def test_token_user_refuses_an_unknown_key_and_an_inactive_user(operator):
     assert token_user(key + "x") is None
     User.objects.filter(pk=operator.pk).update(is_active=False)
     assert token_user(key) is None
+
+
+def test_insert_rows_writes_what_bulk_create_writes_and_sets_the_automatic_keys(operator, make_task, monkeypatch):
+    from config import rows
+    from tasks.models import TaskEvent
+
+    monkeypatch.setattr(rows, "INSERT_PARAMS", 12)  # two rows a statement: the chunking is crossed
+    task = make_task()
+    base = task.event_seq
+    data = [{"n": i, "text": "é\u2603", "nested": {"list": [1, None, True]}} for i in range(5)]
+    ours = [TaskEvent(task=task, seq=base + 1 + i, type="worker.progress", data=d) for i, d in enumerate(data)]
+    rows.insert_rows(ours)
+    assert all(e.pk is not None and e._state.adding is False for e in ours)
+    assert len({e.pk for e in ours}) == 5
+    theirs = [TaskEvent(task=task, seq=base + 6 + i, type="worker.progress", data=d) for i, d in enumerate(data)]
+    TaskEvent.objects.bulk_create(theirs)
+    stored = {e.pk: e for e in TaskEvent.objects.filter(pk__in=[e.pk for e in ours + theirs])}
+    for mine, bulk in zip(ours, theirs, strict=True):
+        a, b = _fields(stored[mine.pk]), _fields(stored[bulk.pk])
+        assert a.pop("seq") + 5 == b.pop("seq")
+        a.pop("id"), b.pop("id"), a.pop("created_at"), b.pop("created_at")
+        assert a == b
+        assert stored[mine.pk].created_at == mine.created_at
