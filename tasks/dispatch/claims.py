@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count
 
 from config.rows import instances, select_list
 from metrics import instruments
@@ -61,10 +60,16 @@ def worker_load(*, lock: Iterable[int] = ()) -> dict[int, int]:
                 "SELECT pg_advisory_xact_lock(%s, id) FROM unnest(%s::int[]) AS id ORDER BY id",
                 [CAPACITY_LOCK_CLASS, ids],
             )
-    rows = (
-        Task.objects.filter(state__in=ACTIVE_STATES, worker__isnull=False).values("worker_id").annotate(n=Count("id"))
+    # Hand-written, as every claim counts (the ORM's values().annotate() cost several times the query).
+    quote = connection.ops.quote_name
+    states = sorted(str(state) for state in ACTIVE_STATES)
+    sql = (
+        f"SELECT worker_id, COUNT(*) FROM {quote(Task._meta.db_table)} "  # noqa: S608 - model names; values bound
+        f"WHERE state IN ({', '.join(['%s'] * len(states))}) AND worker_id IS NOT NULL GROUP BY worker_id"
     )
-    return {row["worker_id"]: row["n"] for row in rows}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, states)
+        return dict(cursor.fetchall())
 
 
 def task_claim(
