@@ -96,3 +96,24 @@ def test_validate_spec_refuses_an_input_that_is_not_an_object():
     with pytest.raises(InvalidInput) as caught:
         validate_spec({"title": "List input", "input": [1, 2]})
     assert caught.value.fields == {"input": ["Must be a JSON object."]}
+
+
+def test_one_reused_spec_serializer_keeps_nothing_from_one_spec_to_the_next():
+    """validate_spec reuses a serializer per thread: each call's result and errors are its own."""
+    good = {
+        "title": "a",
+        "risk_tier": 3,
+        "scope": {"in": ["src/"]},
+        "acceptance": [{"id": "A1", "given": "g", "when": "w", "then": "t"}],
+    }
+    with pytest.raises(InvalidInput) as first:
+        validate_spec({**good, "risk_tier": 9, "title": ""})
+    assert set(first.value.fields) == {"risk_tier", "title"}
+    assert validate_spec(good)["title"] == "a"
+    with pytest.raises(InvalidInput) as second:
+        validate_spec({**good, "scope": {"in": ["src/"], "bogus": 1}})
+    assert second.value.fields == {"scope": {"bogus": ["Unknown field."]}}
+    with pytest.raises(InvalidInput) as third:
+        validate_spec([1, 2])
+    assert set(third.value.fields) == {"non_field_errors"}
+    assert validate_spec({**good, "title": "b"})["title"] == "b"
