@@ -27,9 +27,15 @@ def reconnect_option(f: Any) -> Any:
     )(f)
 
 
-def watch_task(state: State, task_id: str, reconnect_timeout: float, since: dict[str, Any] | None = None) -> ExitCode:
+def watch_task(
+    state: State,
+    task_id: str,
+    reconnect_timeout: float,
+    since: dict[str, Any] | None = None,
+    after: int | None = None,
+) -> ExitCode:
     watcher = Watch(state.client(), task_id, display_for(state.json), reconnect_timeout=reconnect_timeout)
-    return watcher.run(since=since)
+    return watcher.run(since=since, after=after)
 
 
 @click.command()
@@ -124,7 +130,7 @@ def submit(
         if not then_watch:
             click.echo(f"  follow it: agency watch {task['id']}")
     if then_watch:
-        return watch_task(state, task["id"], reconnect_timeout, since=task)
+        return watch_task(state, task["id"], reconnect_timeout, since=task, after=Watch.creation_seq(task))
     return ExitCode.OK
 
 
