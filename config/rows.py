@@ -24,13 +24,21 @@ def select_list(model: type[Model], alias: str, using: str = "default") -> str:
 
 
 @cache
-def _converters(model: type[Model], vendor: str, using: str) -> tuple[tuple[Callable[..., Any], ...], ...]:
+def _converters(model: type[Model], vendor: str, using: str) -> tuple[tuple[int, Callable[..., Any], Any], ...]:
+    """(column index, converter, its Col) for every column that has converters, in the ORM's order."""
     connection = connections[using]
     out = []
-    for field in model._meta.concrete_fields:
+    for i, field in enumerate(model._meta.concrete_fields):
         col = field.get_col(model._meta.db_table)
-        out.append(tuple(connection.ops.get_db_converters(col) + field.get_db_converters(connection)))
+        out += [
+            (i, convert, col) for convert in connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+        ]
     return tuple(out)
+
+
+@cache
+def _attnames(model: type[Model]) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields]
 
 
 def instances(row: Sequence[Any], models: Sequence[type[Model]], using: str = "default") -> list[Model]:
@@ -38,13 +46,12 @@ def instances(row: Sequence[Any], models: Sequence[type[Model]], using: str = "d
     connection = connections[using]
     found, at = [], 0
     for model in models:
-        fields = model._meta.concrete_fields
-        values = list(row[at : at + len(fields)])
-        at += len(fields)
-        for i, (converters, field) in enumerate(zip(_converters(model, connection.vendor, using), fields, strict=True)):
-            for convert in converters:
-                values[i] = convert(values[i], field.get_col(model._meta.db_table), connection)
-        found.append(model.from_db(using, [f.attname for f in fields], values))
+        names = _attnames(model)
+        values = list(row[at : at + len(names)])
+        at += len(names)
+        for i, convert, col in _converters(model, connection.vendor, using):
+            values[i] = convert(values[i], col, connection)
+        found.append(model.from_db(using, names, values))
     return found
 
 

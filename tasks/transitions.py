@@ -139,7 +139,9 @@ class TaskWrites:
     def event(self, task: Task, type: str, data: dict[str, Any]) -> int:
         """Add the task's next timeline entry (its ``event_seq`` moves on now, the row at flush)."""
         task.event_seq += 1
-        self._events.append(TaskEvent(task=task, seq=task.event_seq, type=type, data=data))
+        # created_at given: its default (timezone.now, through the lazy settings) was the dearest
+        # part of building a claim's events.
+        self._events.append(TaskEvent(task=task, seq=task.event_seq, type=type, data=data, created_at=self.now))
         if not task._state.adding:
             self._fields(task).add("event_seq")
         return task.event_seq

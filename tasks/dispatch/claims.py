@@ -78,6 +78,7 @@ def task_claim(
     limit: int,
     pick_worker: Callable[[Task], Worker | None],
     lease_s: float,
+    room: Callable[[], bool] = lambda: True,
 ) -> list[Claim]:
     """Claim up to ``limit`` due queued tasks and start an attempt on each (a dispatcher's service).
 
@@ -85,7 +86,8 @@ def task_claim(
     without waiting on each other. SQLite: the IMMEDIATE transaction holds the
     database write lock, so claims are serial. Tasks no worker can take now
     (capabilities, capacity, open breakers) stay queued; more candidates than
-    ``limit`` are read so that they do not block the ones behind them.
+    ``limit`` are read so that they do not block the ones behind them, until ``room()``
+    says no worker could take one more (the caller knows its workers' load).
 
     The claimed rows are written in bulk (:class:`~tasks.transitions.TaskWrites`), their
     leases on the database's clock in the same statement.
@@ -99,7 +101,8 @@ def task_claim(
     with transaction.atomic():
         w = TaskWrites()
         now = w.now
-        for task in _due_candidates(now=now, limit=limit, wanted=lambda: limit - len(claims)):
+        wanted = lambda: limit - len(claims) if room() else 0  # noqa: E731
+        for task in _due_candidates(now=now, limit=limit, wanted=wanted):
             worker = pick_worker(task)
             if worker is None:
                 continue

@@ -244,7 +244,15 @@ class Dispatcher:
                 load[best.pk] = load.get(best.pk, 0) + 1
             return best
 
-        taken = claims.task_claim(actor=self.principal, limit=limit, pick_worker=pick, lease_s=self.lease_s)
+        def room() -> bool:
+            # Once every worker is full, reading more candidates (and decoding their specs) is
+            # waste: a loop woken by a finished attempt whose report is not yet written would
+            # otherwise read 32 rows to claim none.
+            return load is None or any(load.get(w.pk, 0) < w.max_concurrency for w in eligible)
+
+        if not eligible:
+            return 0
+        taken = claims.task_claim(actor=self.principal, limit=limit, pick_worker=pick, lease_s=self.lease_s, room=room)
         for claim in taken:
             item = InFlight(claim=claim, worker=workers[claim.worker_id][1], abort=AbortHandle())
             with self._inflight_lock:
