@@ -595,6 +595,15 @@ def _machine_cpu() -> tuple[float, float]:
     return total - idle, total
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started (any of its threads), from /proc."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in children.read_text().split()]
+    return sorted(set(found))
+
+
 class CpuMeter:
     """CPU seconds per component over an interval, and the machine's busy share."""
 

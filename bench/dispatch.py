@@ -263,7 +263,8 @@ def run_throughput(spec: dict[str, Any], env: dict[str, str], tmp: Path) -> dict
         c.wait_for_log(serve, "started (concurrency")
         procs.append(serve)
         dispatcher_groups = ["serve (dispatcher+worker+asgi)"]
-        groups = {dispatcher_groups[0]: [serve.pid]}
+        # Its reference worker is a child process: the embedded system's CPU is both together.
+        groups = {dispatcher_groups[0]: [serve.pid, *c.child_pids(serve.pid)]}
     else:
         worker = c.start_worker(capacity=capacity, tmp=tmp)
         c.register_worker(worker.info["url"], capacity=capacity)

@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-timeout", type=float, default=5.0, metavar="SECONDS", help="Grace for running work on shutdown."
     )
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="Stop when standard input closes: a parent that spawned the worker with a pipe (manage.py serve)"
+        " takes it along when it ends, even if it is killed.",
+    )
 
 
 def config_from_options(options: Mapping[str, Any]) -> WorkerConfig:
@@ -107,8 +113,15 @@ def config_from_options(options: Mapping[str, Any]) -> WorkerConfig:
     )
 
 
-def serve(config: WorkerConfig, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
-    """Run in the foreground until SIGTERM or SIGINT, then drain; prints the URL when ready.
+def serve(
+    config: WorkerConfig,
+    *,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    exit_with: IO[bytes] | None = None,
+) -> int:
+    """Run in the foreground until SIGTERM or SIGINT (or ``exit_with`` reaches its end), then
+    drain; prints the URL when ready.
 
     The one stdout line is the contract with whoever spawned the process: with
     ``--port 0`` it is the only way to learn the port.
@@ -124,6 +137,8 @@ def serve(config: WorkerConfig, *, out: IO[str] | None = None, err: IO[str] | No
         err.write("reference worker: no token configured, accepting unauthenticated requests (local dev only)\n")
         err.flush()
     server.start()
+    if exit_with is not None:
+        threading.Thread(target=lambda: (exit_with.read(), stop.set()), name="exit-with-stdin", daemon=True).start()
     out.write(f"listening on {server.url}\n")
     out.flush()
     try:
@@ -141,11 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tasks.reference_worker", description="Reference worker for worker protocol v1."
     )
     add_arguments(parser)
+    options = vars(parser.parse_args(argv))
     try:
-        config = config_from_options(vars(parser.parse_args(argv)))
+        config = config_from_options(options)
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        return serve(config)
+        return serve(config, exit_with=sys.stdin.buffer if options["exit_with_stdin"] else None)
     except OSError as exc:  # the port is taken, the workspace cannot be made: say so, without a traceback
         parser.exit(1, f"{parser.prog}: error: cannot start: {exc}\n")

@@ -82,3 +82,58 @@ def test_a_task_created_through_the_api_completes_with_its_progress_events(tmp_p
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in children.read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
+def test_the_local_worker_process_goes_with_a_killed_serve(tmp_path):
+    """The reference worker is serve's child; a SIGKILL of serve (no clean-up ran) must not leave it behind."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SQLITE_PATH"}}
+    env |= {"DATA_DIR": str(tmp_path), "LOG_LEVEL": "INFO"}
+    manage("migrate", "--noinput", env=env)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        assert server.stderr is not None
+        while "local reference worker at http://127.0.0.1:" not in server.stderr.readline():
+            assert server.poll() is None, "serve exited"
+            assert time.monotonic() < deadline, "serve did not start its worker"
+        (worker,) = [p for p in _children(server.pid) if "tasks.reference_worker" in _cmdline(p)]
+        server.kill()
+        server.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(worker):
+            assert time.monotonic() < deadline, "the reference worker outlived its serve"
+            time.sleep(0.1)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""

@@ -7,6 +7,7 @@ nothing but Django's command conventions. Tests and benchmarks spawn
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -29,6 +30,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         try:
-            serve(config, out=self.stdout, err=self.stderr)
+            exit_with = sys.stdin.buffer if options["exit_with_stdin"] else None
+            serve(config, out=self.stdout, err=self.stderr, exit_with=exit_with)
         except OSError as exc:
             raise CommandError(f"Cannot listen on {config.host}:{config.port}: {exc}") from exc

@@ -1,19 +1,28 @@
-"""Run the embedded all-in-one process: ASGI server, dispatcher and a local reference worker.
+"""Run the embedded system: ASGI server and dispatcher in one process, and a local reference worker.
 
 daphne's ``Server`` runs in the main thread so that its signal handlers work
-(Ctrl-C and SIGTERM stop it cleanly); the dispatcher and the reference worker
-start in threads once daphne is listening, and stop after it returns. In the
-scaled mode the same pieces run as separate processes (see the Procfile).
+(Ctrl-C and SIGTERM stop it cleanly); the dispatcher starts in threads once daphne is
+listening, and stops after it returns. The reference worker is a child process
+(``python -m tasks.reference_worker --exit-with-stdin``): in this process its HTTP server's
+threads shared one interpreter lock with the dispatcher's, and the process spent more time
+handing that lock over than working (docs/decisions.md). It goes when this process goes, even
+killed, as its standard input is a pipe from here. In the scaled mode the same pieces run as
+separate processes (see the Procfile).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import select
+import subprocess
+import sys
 import threading
 from typing import Any
 
 from daphne.server import Server
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from config.errors import InvalidInput
@@ -23,8 +32,7 @@ from security.principals import SYSTEM
 from security.sandbox_audit import workspace_root
 from tasks import workers
 from tasks.dispatch.dispatcher import Dispatcher
-from tasks.reference_worker.server import ReferenceWorkerServer
-from tasks.reference_worker.server import WorkerConfig as ReferenceConfig
+from tasks.reference_worker.cli import TOKEN_ENV
 
 logger = logging.getLogger("agency.serve")
 
@@ -64,8 +72,52 @@ def register_local_worker(url: str, token: str, capacity: int) -> None:
     )
 
 
+class LocalWorker:
+    """The reference worker as a child process on 127.0.0.1, with a new token each start."""
+
+    START_TIMEOUT_S = 30.0
+
+    def __init__(self, *, capacity: int, workspace: str) -> None:
+        self.token = secrets.token_urlsafe(24)
+        # remember: finished results kept for idempotent replays; bounded for a long-lived process.
+        # workspace: the control plane's own, so the gates read back the files it applies.
+        command = [sys.executable, "-m", "tasks.reference_worker", "--host", "127.0.0.1", "--port", "0"]
+        command += ["--capacity", str(capacity), "--remember", "10000", "--workspace", workspace]
+        command += ["--drain-timeout", "1", "--exit-with-stdin"]
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            command,
+            cwd=settings.BASE_DIR,
+            env={**os.environ, TOKEN_ENV: self.token},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.url = self._read_url()
+
+    def _read_url(self) -> str:
+        stdout = self.process.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], self.START_TIMEOUT_S)
+        line = stdout.readline().decode(errors="replace").strip() if ready else ""
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"the local reference worker did not start (it said {line!r}; its log is above)")
+        return line.removeprefix("listening on ")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
 class Command(BaseCommand):
-    help = "Serve the control plane with its dispatcher and a local reference worker, in one process."
+    help = "Serve the control plane with its dispatcher, and a local reference worker beside it."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -82,7 +134,7 @@ class Command(BaseCommand):
 
         prometheus.reset_multiproc_dir()  # a fresh start: no counters of dead processes
 
-        worker: ReferenceWorkerServer | None = None
+        worker: LocalWorker | None = None
         dispatcher: Dispatcher | None = None
         keeper: StreamKeeper | None = None
 
@@ -97,22 +149,13 @@ class Command(BaseCommand):
         def start_pieces() -> None:
             nonlocal worker, dispatcher, keeper
             if not no_worker:
-                token = secrets.token_urlsafe(24)
-                # remember: finished results kept for idempotent replays; bounded for a long-lived process.
-                # workspace: the control plane's own, so the gates read back the files it applies.
-                worker = ReferenceWorkerServer(
-                    ReferenceConfig(
-                        host="127.0.0.1",
-                        port=0,
-                        token=token,
-                        capacity=concurrency,
-                        remember=10_000,
-                        workspace=workspace_root(),
-                    )
-                )
-                worker.start()
                 try:
-                    register_local_worker(worker.url, token, concurrency)
+                    worker = LocalWorker(capacity=concurrency, workspace=workspace_root())
+                except (OSError, RuntimeError):
+                    logger.exception("the local reference worker failed to start; tasks will wait for a worker")
+            if worker is not None:
+                try:
+                    register_local_worker(worker.url, worker.token, concurrency)
                     logger.info("local reference worker at %s", worker.url)
                 except InvalidInput as exc:
                     # With DEBUG off the egress policy refuses loopback unless EGRESS_ALLOWED_NETWORKS
@@ -122,7 +165,7 @@ class Command(BaseCommand):
                         "the local reference worker is not used (EGRESS_ALLOWED_NETWORKS=127.0.0.1/32 allows it): %s",
                         why,
                     )
-                    worker.stop(drain_timeout_s=0)
+                    worker.stop()
                     worker = None
             if not no_dispatcher:
                 dispatcher = Dispatcher(concurrency=concurrency)
@@ -160,7 +203,7 @@ class Command(BaseCommand):
             dispatcher.stop(grace_s=5.0)
         publisher.wait_idle(timeout=5.0)  # the last changes reach the stored streams
         if worker is not None:
-            worker.stop(drain_timeout_s=1.0)
+            worker.stop()
 
     @staticmethod
     def _log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
