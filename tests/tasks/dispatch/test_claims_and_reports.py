@@ -64,6 +64,27 @@ def test_it_leaves_tasks_no_worker_can_take_and_claims_those_behind_them(make_ta
     assert blocked.state == "queued"
 
 
+def test_it_stops_reading_candidates_once_the_caller_says_no_worker_has_room(make_task, worker):
+    tasks = [make_task(title=f"t{i}", capabilities=["rust"] if i < 3 else []) for i in range(6)]
+    offered: list[str] = []
+    left = {"room": 2}
+
+    def pick(task: Task) -> Worker | None:
+        offered.append(task.title)
+        if task.spec.get("capabilities"):
+            return None  # skipped: without the room check the claim reads on past these
+        left["room"] -= 1
+        return worker
+
+    taken = claims.task_claim(
+        actor=Principal.dispatcher(D), limit=10, pick_worker=pick, lease_s=30, room=lambda: left["room"] > 0
+    )
+
+    assert len(taken) == 2
+    assert offered == ["t0", "t1", "t2", "t3", "t4"]  # t5 was never offered: no room after t4
+    assert Task.objects.get(pk=tasks[5].pk).state == "queued"
+
+
 def test_it_does_not_claim_before_run_after(make_task, worker):
     task = make_task()
     Task.objects.filter(pk=task.pk).update(run_after=timezone.now() + timedelta(seconds=60))
