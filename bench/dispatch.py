@@ -45,8 +45,8 @@ process a run starts is stopped when it ends.
    start). Also reported: the producer's own enqueue rate and middle 80 %.
 
    Both modes print, per run, the CPU seconds of every process during the timed window
-   and CPU ms a task: of the dispatcher process(es) (for ``serve``, its one process,
-   which also hosts the reference worker and the ASGI server) and of all processes
+   and CPU ms a task: of the dispatcher process(es) (for ``serve``, its process, which
+   also hosts the ASGI server, and its reference worker child together) and of all processes
    together (dispatchers, worker, PostgreSQL, producer, API server, Redis when used,
    and this driver's polling), with the targets: dispatcher ≤ 2.5 ms, all ≤ 5 ms. In
    the prequeued mode the bulk INSERTs are outside the window (no producer cost); in the
@@ -924,8 +924,9 @@ def bench_throughput(driver: Driver, args: argparse.Namespace) -> None:
         "INSERTs before timing; fair = completed / (last finished_at - the producer's start), the tasks created by a "
         "producer process while the dispatchers run. commit→done (prequeued): from the commit of the queued tasks. "
         "mid-80% between the 10th and 90th percentile of finished_at. enqueue/s: the producer's own rate.\n"
-        "  CPU ms a task = CPU time during the run / tasks: disp = the dispatcher process(es) (serve: its one process, "
-        "which also hosts the worker and the ASGI server); all = every process measured together: dispatchers, worker, "
+        "  CPU ms a task = CPU time during the run / tasks: disp = the dispatcher process(es) (serve: its process, "
+        "which also hosts the ASGI server, and its reference worker child); all = every process measured together: "
+        "dispatchers, worker, "
         "the pg-cluster's PostgreSQL processes, producer, API server, Redis (when used) and this driver's polling. "
         "other = every other process on the machine (a figure with much 'other' shared the cores with someone else's "
         "work); busy % = the machine's 2 cores."

@@ -181,7 +181,7 @@ print(
     "\nvs Celery = tasks/s / the better Celery pool's tasks/s of the same round. CPU ms a task: median "
     "[min-max] over the rounds; Celery's dispatcher = its worker's processes, all = worker, HTTP worker "
     "service, PostgreSQL, Redis and the producer (which also polls); ours = dispatch process(es) (serve: its "
-    "one process, worker and ASGI server included), all = dispatchers, worker, PostgreSQL, producer, API "
+    "process with the ASGI server, and its reference worker child), all = dispatchers, worker, PostgreSQL, producer, API "
     "server, Redis and the polling driver. Celery: tasks/s = N / (last finished_at - first created_at); ours "
     "(fair) = N / (last finished_at - the producer's start)."
 )
