@@ -138,7 +138,7 @@ def serve(
         err.flush()
     server.start()
     if exit_with is not None:
-        threading.Thread(target=lambda: (exit_with.read(), stop.set()), name="exit-with-stdin", daemon=True).start()
+        threading.Thread(target=_wait_for_eof, args=(exit_with, stop), name="exit-with-stdin", daemon=True).start()
     out.write(f"listening on {server.url}\n")
     out.flush()
     try:
@@ -149,6 +149,19 @@ def serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _wait_for_eof(stream: IO[bytes], stop: threading.Event) -> None:
+    """Set ``stop`` once ``stream`` ends. Reads the file descriptor itself: a thread blocked in a
+    buffered reader holds its lock, and the interpreter then aborts at exit ("could not acquire
+    lock for <stdin> at interpreter shutdown")."""
+    fd = stream.fileno()
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+    stop.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
