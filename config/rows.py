@@ -55,6 +55,13 @@ def instances(row: Sequence[Any], models: Sequence[type[Model]], using: str = "d
     return found
 
 
+def fetch(sql: str, params: Sequence[Any], models: Sequence[type[Model]], using: str = "default") -> list[list[Model]]:
+    """Run a hand-written SELECT of :func:`select_list` columns; each row's instances, as :func:`instances`."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [instances(row, models, using) for row in cursor.fetchall()]
+
+
 # At most this many parameters in one INSERT (SQLite allows 32,766; PostgreSQL 65,535).
 INSERT_PARAMS = 30_000
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from audit.services import audit_record
-from config.rows import instances, select_list
+from config.rows import fetch, select_list
 from security.models import ApiToken
 
 KEY_PREFIX = "agy_"
@@ -81,12 +81,10 @@ def _token_with_user(digest: str) -> ApiToken | None:
         f"SELECT {select_list(ApiToken, 't')}, {select_list(User, 'u')} FROM {tokens} t "  # noqa: S608 - model names
         f"JOIN {users} u ON {joined} WHERE t.{quote(meta.get_field('digest').column)} = %s"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [digest])
-        row = cursor.fetchone()
-    if row is None:
+    found = fetch(sql, [digest], [ApiToken, User])
+    if not found:
         return None
-    token, user = instances(row, [ApiToken, User])
+    token, user = found[0]
     token.user = user
     return token
 

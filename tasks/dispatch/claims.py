@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from config.rows import instances, select_list
+from config.rows import fetch, select_list
 from metrics import instruments
 from security import roles
 from security.principals import Principal, require
@@ -177,6 +177,4 @@ def _due_page(now: datetime, size: int, seen: list[Any]) -> list[Task]:
     params.append(size)
     if connection.features.has_select_for_update_skip_locked:
         sql += " FOR UPDATE SKIP LOCKED"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [instances(row, [Task])[0] for row in cursor.fetchall()]
+    return [task for (task,) in fetch(sql, params, [Task])]

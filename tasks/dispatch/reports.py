@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
-from config.rows import instances, select_list
+from config.rows import fetch, select_list
 from security import roles
 from security.egress import EgressAction
 from security.principals import Principal, require
@@ -105,9 +105,7 @@ def _locked(ids: list[str]) -> list[Task]:
     )
     if connection.features.has_select_for_update:
         sql += " FOR UPDATE"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk.get_db_prep_value(uuid.UUID(i), connection) for i in ids])
-        return [instances(row, [Task])[0] for row in cursor.fetchall()]
+    return [task for (task,) in fetch(sql, [pk.get_db_prep_value(uuid.UUID(i), connection) for i in ids], [Task])]
 
 
 def clean_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_nodes: int = MAX_JSON_NODES) -> Any:
