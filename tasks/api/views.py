@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from django.db import transaction
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -26,6 +29,7 @@ from tasks.api.serializers import (
     TaskSerializer,
     task_action_serializer,
 )
+from tasks.models import Task
 from tasks.review import verdicts
 from tasks.spec import WorkingSpecSerializer
 
@@ -40,6 +44,17 @@ def _query(serializer_class: type, request: Request) -> dict:
 def _detail(task) -> Response:
     context = {"latest_events": selectors.task_latest_events(task=task), "verdict": verdicts.latest_verdict(task)}
     return Response(TaskDetailSerializer(task, context=context).data)
+
+
+def _answer(act: Callable[[], Task], *, status_code: int = status.HTTP_200_OK) -> Response:
+    """Run a service and read its task's detail in the same transaction, so the answer is the task
+    as the request left it. Read after the commit, it could already show what a dispatcher did
+    next: a created task answered ``running``, a requested change answered with the rerun's verdict."""
+    with transaction.atomic():
+        task = act()
+        response = _detail(selectors.task_get(task_id=task.pk))
+    response.status_code = status_code
+    return response
 
 
 class TaskListView(APIView):
@@ -93,10 +108,7 @@ class TaskListView(APIView):
         if isinstance(request.data, list):
             tasks = services.tasks_create(specs=request.data, actor=request.user)
             return Response(TaskSerializer(tasks, many=True).data, status=status.HTTP_201_CREATED)
-        task = services.task_create(spec=request.data, actor=request.user)
-        response = _detail(selectors.task_get(task_id=task.pk))
-        response.status_code = status.HTTP_201_CREATED
-        return response
+        return _answer(lambda: services.task_create(spec=request.data, actor=request.user), status_code=201)
 
 
 class TaskDetailView(APIView):
@@ -132,16 +144,17 @@ class TaskActionView(APIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         if data["action"] == "override":
-            task = verdicts.task_override(
-                task_id=task_id,
-                actor=request.user,
-                decision=data["decision"],
-                reason=data["reason"],
-                guidance=data["guidance"],
+            return _answer(
+                lambda: verdicts.task_override(
+                    task_id=task_id,
+                    actor=request.user,
+                    decision=data["decision"],
+                    reason=data["reason"],
+                    guidance=data["guidance"],
+                )
             )
-        else:
-            task = services.ACTION_SERVICES[data["action"]](task_id=task_id, actor=request.user, reason=data["reason"])
-        return _detail(selectors.task_get(task_id=task.pk))
+        act = services.ACTION_SERVICES[data["action"]]
+        return _answer(lambda: act(task_id=task_id, actor=request.user, reason=data["reason"]))
 
 
 class TaskCancelView(APIView):
@@ -153,8 +166,8 @@ class TaskCancelView(APIView):
     def post(self, request: Request, task_id: str) -> Response:
         body = CancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        task = services.task_cancel(task_id=task_id, actor=request.user, reason=body.validated_data["reason"])
-        return _detail(selectors.task_get(task_id=task.pk))
+        reason = body.validated_data["reason"]
+        return _answer(lambda: services.task_cancel(task_id=task_id, actor=request.user, reason=reason))
 
 
 class TaskProvenanceView(APIView):

@@ -47,8 +47,7 @@ def test_submit_watch_of_a_task_that_ends_at_once_still_shows_its_whole_timeline
 
     assert result.returncode == 0, result.stderr
     created, *entries = json_lines(result.stdout)
-    # The answer is read after the commit: a dispatcher may have started the task already.
-    assert created["state"] in ("queued", "running", "completed")
+    assert created["state"] == "queued"  # the task as the request left it, however fast a dispatcher is
     assert [e["seq"] for e in entries] == list(range(2, entries[-1]["seq"] + 1))
     assert entries[0]["type"] == "attempt_started"
     assert entries[-1]["type"] == "completed"

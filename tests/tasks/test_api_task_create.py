@@ -327,3 +327,32 @@ def test_it_rejects_a_number_where_the_spec_wants_a_string(operator_client, extr
 @pytest.mark.parametrize("extra", [{"risk_tier": "2"}, {"timeout_s": "600"}, {"max_attempts": 2.0}])
 def test_it_rejects_a_string_or_float_where_the_spec_wants_an_integer(operator_client, extra):
     post_rejected(operator_client, {"title": "x", **extra})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_answer_is_the_task_as_created_even_if_a_dispatcher_takes_it_at_the_commit(operator_client):
+    """A dispatcher may claim the task the moment its creation commits (here: on the commit itself).
+    The answer is still the created task, not whatever the dispatcher made of it since."""
+    from security.principals import Principal
+    from tasks.dispatch import claims
+    from tasks.models import Worker
+    from tasks.transitions import task_changed
+
+    worker = Worker.objects.create(name="fast", base_url="http://127.0.0.1:9", max_concurrency=10)
+
+    def claim_at_once(sender, change, **kwargs) -> None:
+        if change.to_state == "queued":
+            claims.task_claim(
+                actor=Principal.dispatcher("fast:1:abc"), limit=1, pick_worker=lambda t: worker, lease_s=30
+            )
+
+    task_changed.connect(claim_at_once)
+    try:
+        r = operator_client.post(URL, {"title": "Echo", "input": {"kind": "echo"}}, format="json")
+    finally:
+        task_changed.disconnect(claim_at_once)
+
+    assert r.status_code == 201, r.content
+    assert r.json()["state"] == "queued"
+    assert [e["type"] for e in r.json()["events"]] == ["created"]
+    assert Task.objects.get(pk=r.json()["id"]).state == "running"  # the dispatcher did take it
