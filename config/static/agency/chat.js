@@ -73,7 +73,8 @@
       if (FINAL[ev.code]) { setStatus("closed"); return; }
       setStatus("reconnecting");
       if (timer) return;
-      timer = setTimeout(function () { timer = null; connect(); }, delay);
+      // Jittered (half the delay to all of it), so sockets dropped together do not all return at once.
+      timer = setTimeout(function () { timer = null; connect(); }, delay * (0.5 + Math.random() / 2));
       delay = Math.min(delay * 2, 30000);
     };
   }

@@ -85,10 +85,12 @@
     var state = streams[url];
     if (!state || state.timer) return;
     if (state.source) state.source.close();
+    // Between half the delay and all of it: pages cut off together (a restart) do not all come back
+    // in the same instant.
     state.timer = setTimeout(function () {
       state.timer = null;
       open(url);
-    }, state.delay);
+    }, state.delay * (0.5 + Math.random() / 2));
     state.delay = Math.min(state.delay * 2, 30000);
   }
 
