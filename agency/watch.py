@@ -181,12 +181,9 @@ class Watch:
         self.display.entry(self, entry)
 
     # --- the loop -------------------------------------------------------------------
-    def run(self, *, since: dict[str, Any] | None = None, after: int | None = None) -> ExitCode:
+    def run(self, *, since: dict[str, Any] | None = None) -> ExitCode:
         """Watch to the end. ``since`` is the task as the caller last saw it (``submit --watch``
-        passes the created task): the entries after it are shown too, not only what comes next.
-        ``after`` is the sequence number of the caller's own entry when ``since`` may hold later
-        ones: the server reads an answer after its commit, so a task a dispatcher picked up at
-        once is answered already running, and its ``attempt_started`` must still be shown."""
+        passes the created task): the entries after it are shown too, not only what comes next."""
         task = self._read_task()
         self.last_seq = self._latest_seq(task)
         if since is None and self.state in TERMINAL_STATES:
@@ -194,7 +191,7 @@ class Watch:
             return outcome_code(self.state)
         if since is not None:
             ended_meanwhile = self.state in TERMINAL_STATES
-            self.last_seq = min(self.last_seq, self._latest_seq(since) if after is None else after)
+            self.last_seq = min(self.last_seq, self._latest_seq(since))
             self._apply(since)
             self.display.started(self, task)
             if ended_meanwhile:
@@ -219,11 +216,6 @@ class Watch:
             final = None  # the outcome is known from the stream; the details are a nicety
         self.display.finished(self, final, self.final_entry or self._ended_entry(final or task))
         return outcome_code(self.state)
-
-    @staticmethod
-    def creation_seq(task: dict[str, Any]) -> int | None:
-        """The sequence number of the task's ``created`` entry, if it is among its latest."""
-        return min((e["seq"] for e in task.get("events") or [] if e.get("type") == "created"), default=None)
 
     def _ended_entry(self, task: dict[str, Any]) -> dict[str, Any] | None:
         """The timeline entry of the transition into the task's (terminal) state, among its latest."""

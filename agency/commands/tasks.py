@@ -27,15 +27,9 @@ def reconnect_option(f: Any) -> Any:
     )(f)
 
 
-def watch_task(
-    state: State,
-    task_id: str,
-    reconnect_timeout: float,
-    since: dict[str, Any] | None = None,
-    after: int | None = None,
-) -> ExitCode:
+def watch_task(state: State, task_id: str, reconnect_timeout: float, since: dict[str, Any] | None = None) -> ExitCode:
     watcher = Watch(state.client(), task_id, display_for(state.json), reconnect_timeout=reconnect_timeout)
-    return watcher.run(since=since, after=after)
+    return watcher.run(since=since)
 
 
 @click.command()
@@ -130,7 +124,7 @@ def submit(
         if not then_watch:
             click.echo(f"  follow it: agency watch {task['id']}")
     if then_watch:
-        return watch_task(state, task["id"], reconnect_timeout, since=task, after=Watch.creation_seq(task))
+        return watch_task(state, task["id"], reconnect_timeout, since=task)
     return ExitCode.OK
 
 

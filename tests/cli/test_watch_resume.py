@@ -76,25 +76,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def _task(self, state: str) -> dict[str, Any]:
-        events = [e for e in TIMELINE if e["seq"] <= (2 if state == "running" else 6)]
-        return {
-            "id": TASK,
-            "title": "Scripted",
-            "state": state,
-            "progress": {"percent": 100 if state == "completed" else 0, "phase": ""},
-            "events": [{k: v for k, v in e.items() if k != "task_id"} for e in events],
-            "error": "",
-        }
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if urlsplit(self.path).path == "/api/v1/tasks":
-            # The real server reads its answer after the commit: a dispatcher may have started it.
-            self._json(self._task("running"), status=201)
-        else:
-            self._json({"detail": "Not found.", "code": "not_found"}, status=404)
-
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
@@ -104,7 +85,19 @@ class Handler(BaseHTTPRequestHandler):
             return
         if url.path == f"/api/v1/tasks/{TASK}":
             script.rest_reads += 1
-            self._json(self._task(script.state_after(script.rest_reads)))
+            state = script.state_after(script.rest_reads)
+            events = [e for e in TIMELINE if e["seq"] <= (2 if state == "running" else 6)]
+            percent = 100 if state == "completed" else 0
+            self._json(
+                {
+                    "id": TASK,
+                    "title": "Scripted",
+                    "state": state,
+                    "progress": {"percent": percent, "phase": ""},
+                    "events": [{k: v for k, v in e.items() if k != "task_id"} for e in events],
+                    "error": "",
+                }
+            )
         elif url.path == f"/api/v1/tasks/{TASK}/events":
             after = int(query["after"][0])
             results = [{k: v for k, v in e.items() if k != "task_id"} for e in TIMELINE if e["seq"] > after]
@@ -207,20 +200,6 @@ def test_a_stream_without_chunks_is_read_as_it_arrives(serve, tmp_path):
 
 def watch(url: str, config: Path, *args: str):
     return support.run(["watch", TASK, *args], support.cli_env(url, "agy_test", config))
-
-
-def test_submit_watch_shows_the_start_of_a_task_already_running_when_its_answer_came(serve, tmp_path):
-    url = serve(Script([to_the_end], state_after=lambda reads: "running"))
-
-    result = support.run(
-        ["submit", "--title", "Quick", "--kind", "echo", "--watch", "--json"],
-        support.cli_env(url, "agy_test", tmp_path / "c.json"),
-    )
-
-    assert result.returncode == 0, result.stderr
-    created, *entries = support.json_lines(result.stdout)
-    assert created["state"] == "running"
-    assert [e["seq"] for e in entries] == [2, 3, 4, 5, 6]
 
 
 def test_a_dropped_stream_is_resumed_with_the_last_event_id_and_nothing_is_missed(serve, tmp_path):
