@@ -101,7 +101,10 @@ def task_claim(
     with transaction.atomic():
         w = TaskWrites()
         now = w.now
-        wanted = lambda: limit - len(claims) if room() else 0  # noqa: E731
+
+        def wanted() -> int:
+            return limit - len(claims) if room() else 0
+
         for task in _due_candidates(now=now, limit=limit, wanted=wanted):
             worker = pick_worker(task)
             if worker is None:
