@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -32,22 +33,26 @@ def manage(*args: str, env: dict[str, str]) -> str:
     return result.stdout
 
 
-def test_a_task_created_through_the_api_completes_with_its_progress_events(tmp_path):
+def embedded_env(data_dir: Path, log_level: str) -> dict[str, str]:
+    """The environment of a fresh clone's embedded default, migrated, with its data under ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SQLITE_PATH"}}
-    env |= {"DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
+    env |= {"DATA_DIR": str(data_dir), "LOG_LEVEL": log_level}
     manage("migrate", "--noinput", env=env)
+    return env
+
+
+def start_serve(env: dict[str, str], port: int, **streams: Any) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env, **streams)
+
+
+def test_a_task_created_through_the_api_completes_with_its_progress_events(tmp_path):
+    env = embedded_env(tmp_path, "WARNING")
     login = manage("ensure_admin", env=env)
     assert "user: admin" in login
     assert "password: " in login
     token = manage("create_token", "admin", env=env).strip()
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_serve(env, port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     api = requests.Session()
     api.headers["Authorization"] = f"Token {token}"
@@ -101,18 +106,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
 def test_the_local_worker_process_goes_with_a_killed_serve(tmp_path):
     """The reference worker is serve's child; a SIGKILL of serve (no clean-up ran) must not leave it behind."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SQLITE_PATH"}}
-    env |= {"DATA_DIR": str(tmp_path), "LOG_LEVEL": "INFO"}
-    manage("migrate", "--noinput", env=env)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = embedded_env(tmp_path, "INFO")  # serve logs its worker's URL at INFO
+    server = start_serve(env, free_port(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         assert server.stderr is not None
